@@ -1,0 +1,390 @@
+"""The operator's API and page: a FastAPI app that Airflow mounts under ``/kcbus``.
+
+Routes (all JSON unless said; every one needs an Airflow login, see ``_access``):
+
+====  =====================================  ====================================================
+GET   ``/ui/``                               the page (HTML; its data comes from the API below)
+GET   ``/api/v1/me``                         the caller: user, may edit?, flows, statuses
+GET   ``/api/v1/counts``                     counts per time bucket grouped by status, flow,
+                                             sender or recipient (the chart)
+GET   ``/api/v1/failures``                   REJECTED and DEAD messages with their reason
+GET   ``/api/v1/messages``                   search: uuid, sender, recipient, message_type,
+                                             flow, status, since, until; or the messages one
+                                             task instance handled (dag_id, run_id, task_id,
+                                             map_index)
+GET   ``/api/v1/messages/{uuid}``            one message and its history (timeline)
+POST  ``/api/v1/messages/{uuid}/resend``     re-send one message            (edit; reason)
+POST  ``/api/v1/messages/{uuid}/resolve``    mark one message resolved      (edit; reason)
+POST  ``/api/v1/resend``                     re-send all matching a filter  (edit; reason)
+POST  ``/api/v1/messages/{uuid}/content``    the content, full-inspection routes only, when
+                                             ``[kcbus] ui_show_content`` is on (edit; reason;
+                                             recorded in the message's history)
+====  =====================================  ====================================================
+
+Status codes: 401 no login, 403 not allowed (or content refused), 404 unknown message,
+409 too many messages for one bulk action, 422 bad parameters, 503 ledger not configured or
+unreachable. Error bodies are ``{"detail": text}`` with IDs only, never content.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from kcbus.airflow.ui._access import Operator, airflow_user
+from kcbus.airflow.ui._models import (
+    ActionResult,
+    Bucket,
+    Counts,
+    GroupBy,
+    Me,
+    MessageDetail,
+    MessagePage,
+    Reason,
+    ResendFilter,
+)
+from kcbus.airflow.ui._settings import UiSettings
+from kcbus.airflow.ui._store import MessageFilter, MessageStore, TaskRef
+from xoev import ConfigurationError, KcbusError, TransientFault
+
+__all__ = ["STATUSES", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+#: Statuses in life-cycle order (DESIGN.md, "Message life cycle").
+STATUSES = (
+    "RECEIVED", "OPENED", "VALIDATED", "ROUTED", "DELIVERED", "ACKNOWLEDGED",
+    "REJECTED", "DUPLICATE", "RETRYING", "DEAD",
+)
+FAILED = ("REJECTED", "DEAD")
+#: A chart never draws more bars than this; a finer bucket over a long range is refused.
+MAX_BUCKETS = 1500
+#: Searches count at most this many matches (then "more than N").
+COUNT_LIMIT = 10_000
+
+# The page is shown in an iframe of the Airflow UI (same origin). Scripts and styles only from
+# here; no inline script, so an injected value could never run.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+class _LazyStore:
+    """Builds the store on first use (the plugin module is imported by every Airflow process,
+    the ledger is only needed by the API server), once, thread-safe."""
+
+    def __init__(self, factory: Callable[[], MessageStore]) -> None:
+        self._factory = factory
+        self._store: MessageStore | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> MessageStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._factory()
+        return self._store
+
+
+def _default_factory(settings: Callable[[], UiSettings]) -> Callable[[], MessageStore]:
+    def build() -> MessageStore:
+        from kcbus.airflow.ui._ledger_store import LedgerStore
+
+        return LedgerStore.from_settings(settings())
+
+    return build
+
+
+def create_app(
+    settings: UiSettings | None = None,
+    store: Callable[[], MessageStore] | None = None,
+) -> FastAPI:
+    """The kcbus operator app. Without arguments, settings come from Airflow's ``[kcbus]``
+    section and the ledger store is built on the first request."""
+    settings_cell: list[UiSettings] = [settings] if settings is not None else []
+
+    def get_settings() -> UiSettings:
+        if not settings_cell:
+            settings_cell.append(UiSettings.from_airflow())
+        return settings_cell[0]
+
+    lazy_store = _LazyStore(store or _default_factory(get_settings))
+
+    def get_store() -> MessageStore:
+        try:
+            return lazy_store()
+        except ConfigurationError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+    app = FastAPI(
+        title="kcbus operator API",
+        description="Messages in the kcbus ledger: counts, failures, search, history, re-send.",
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+
+    @app.exception_handler(KcbusError)
+    async def _kcbus_error(request: Request, exc: KcbusError) -> JSONResponse:
+        from kcbus._errors import NotFound
+
+        if isinstance(exc, NotFound):
+            code = status.HTTP_404_NOT_FOUND
+        elif isinstance(exc, TransientFault | ConfigurationError):
+            code = status.HTTP_503_SERVICE_UNAVAILABLE
+        else:
+            code = status.HTTP_409_CONFLICT
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    async def operator(user: Annotated[BaseUser, Depends(airflow_user)]) -> Operator:
+        # Built per request: the DAG-id template comes from settings read on first use.
+        op = Operator(user=user, dag_id_template=get_settings().dag_id_template)
+        op.require_read()
+        return op
+
+    OperatorDep = Annotated[Operator, Depends(operator)]
+    StoreDep = Annotated[MessageStore, Depends(get_store)]
+
+    # ------------------------------------------------------------------------------- page
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("ui/", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_no_slash(request: Request) -> RedirectResponse:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"ui/{query}", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+    @app.get("/ui/", include_in_schema=False)
+    def page() -> FileResponse:
+        # The page itself holds no data; every number on it comes from the API, which checks
+        # the login. An anonymous visitor sees an empty page telling them to log in.
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
+
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="kcbus-static")
+
+    # ------------------------------------------------------------------------------- reads
+
+    @app.get("/api/v1/me")
+    def me(operator: OperatorDep, store: StoreDep) -> Me:
+        return Me(
+            user=operator.name,
+            can_edit=operator.can_edit(),
+            show_content=get_settings().show_content,
+            flows=store.flows(),
+            statuses=list(STATUSES),
+        )
+
+    @app.get("/api/v1/counts")
+    def counts(
+        operator: OperatorDep,
+        store: StoreDep,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket: Bucket = "hour",
+        group_by: GroupBy = "status",
+        flow: str | None = None,
+    ) -> Counts:
+        until = _aware(until) or datetime.now(UTC)
+        since = _aware(since) or until - timedelta(days=1)
+        if since >= until:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
+        step = {"minute": 60, "hour": 3600, "day": 86400}[bucket]
+        if (until - since).total_seconds() / step > MAX_BUCKETS:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                f"more than {MAX_BUCKETS} {bucket} buckets: choose a coarser bucket",
+            )
+        return store.counts(since=since, until=until, bucket=bucket, group_by=group_by, flow=flow)
+
+    @app.get("/api/v1/failures")
+    def failures(
+        operator: OperatorDep,
+        store: StoreDep,
+        flow: str | None = None,
+        include_resolved: bool = False,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> MessagePage:
+        where = MessageFilter(flow=flow, statuses=FAILED, include_resolved=include_resolved)
+        return store.search(where, limit=limit, offset=offset, count_limit=COUNT_LIMIT)
+
+    @app.get("/api/v1/messages")
+    def messages(
+        operator: OperatorDep,
+        store: StoreDep,
+        uuid: str | None = None,
+        sender: str | None = None,
+        recipient: str | None = None,
+        message_type: str | None = None,
+        flow: str | None = None,
+        status_: Annotated[list[str] | None, Query(alias="status")] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_resolved: bool = True,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int = -1,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> MessagePage:
+        task = None
+        if dag_id or run_id or task_id:
+            if not (dag_id and run_id and task_id):
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_ENTITY,
+                    "dag_id, run_id and task_id go together",
+                )
+            task = TaskRef(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
+        where = MessageFilter(
+            uuid=_clean(uuid),
+            flow=_clean(flow),
+            sender=_clean(sender),
+            recipient=_clean(recipient),
+            message_type=_clean(message_type),
+            statuses=_statuses(status_ or []),
+            since=_aware(since),
+            until=_aware(until),
+            include_resolved=include_resolved,
+            task=task,
+        )
+        return store.search(where, limit=limit, offset=offset, count_limit=COUNT_LIMIT)
+
+    @app.get("/api/v1/messages/{uuid}")
+    def message(uuid: str, operator: OperatorDep, store: StoreDep) -> MessageDetail:
+        summary, events = store.detail(uuid)
+        refusal = _content_refusal(summary.inspection, summary.flow, operator)
+        return MessageDetail(
+            message=summary,
+            events=events,
+            content_viewable=refusal is None,
+            content_refusal=refusal,
+        )
+
+    # ------------------------------------------------------------------------------ writes
+
+    @app.post("/api/v1/messages/{uuid}/resend")
+    def resend_one(uuid: str, body: Reason, operator: OperatorDep, store: StoreDep) -> ActionResult:
+        summary, _ = store.detail(uuid)
+        operator.require_edit([summary.flow])
+        outcome = store.resend([summary.uuid], actor=operator.name, reason=body.reason)
+        return _result("resend", operator, body.reason, outcome.done, outcome.skipped)
+
+    @app.post("/api/v1/messages/{uuid}/resolve")
+    def resolve_one(
+        uuid: str, body: Reason, operator: OperatorDep, store: StoreDep
+    ) -> ActionResult:
+        summary, _ = store.detail(uuid)
+        operator.require_edit([summary.flow])
+        outcome = store.resolve([summary.uuid], actor=operator.name, reason=body.reason)
+        return _result("resolve", operator, body.reason, outcome.done, outcome.skipped)
+
+    @app.post("/api/v1/resend")
+    def resend_matching(body: ResendFilter, operator: OperatorDep, store: StoreDep) -> ActionResult:
+        # Edit access is checked before anything is read for the action, then again per flow.
+        operator.require_edit([body.flow])
+        where = MessageFilter(
+            uuid=_clean(body.uuid),
+            flow=_clean(body.flow),
+            sender=_clean(body.sender),
+            recipient=_clean(body.recipient),
+            message_type=_clean(body.message_type),
+            statuses=_statuses(body.status),
+            since=_aware(body.since),
+            until=_aware(body.until),
+            include_resolved=body.include_resolved,
+        )
+        page = store.search(where, limit=body.max_messages, offset=0, count_limit=COUNT_LIMIT)
+        if page.total > body.max_messages:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"{'more than ' if page.total_capped else ''}{page.total} messages match, "
+                f"more than max_messages={body.max_messages}: narrow the filter",
+            )
+        operator.require_edit({m.flow for m in page.items})
+        uuids = [m.uuid for m in page.items]
+        outcome = store.resend(uuids, actor=operator.name, reason=body.reason)
+        return _result("resend", operator, body.reason, outcome.done, outcome.skipped)
+
+    @app.post("/api/v1/messages/{uuid}/content", response_class=Response)
+    def content(uuid: str, body: Reason, operator: OperatorDep, store: StoreDep) -> Response:
+        summary, _ = store.detail(uuid)
+        refusal = _content_refusal(summary.inspection, summary.flow, operator)
+        if refusal is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"content not shown: {refusal}")
+        data = store.content(summary.uuid, actor=operator.name, reason=body.reason)
+        return Response(data, media_type="application/xml", headers=_NO_STORE)
+
+    def _content_refusal(
+        inspection: str | None, flow: str | None, operator: Operator
+    ) -> str | None:
+        # End-to-end content is sealed for the recipient: never shown, whatever the settings.
+        if inspection != "full":
+            return "end-to-end"
+        if not get_settings().show_content:
+            return "disabled"
+        if not operator.can_edit([flow]):
+            return "permission"
+        return None
+
+    return app
+
+
+def _result(
+    action: Literal["resend", "resolve"],
+    operator: Operator,
+    reason: str,
+    done: tuple[str, ...],
+    skipped: tuple[str, ...],
+) -> ActionResult:
+    return ActionResult(
+        action=action, actor=operator.name, reason=reason, uuids=list(done), skipped=list(skipped)
+    )
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Times without a zone are UTC (the page always sends UTC)."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _statuses(values: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().upper()
+            if not name:
+                continue
+            if name not in STATUSES:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_ENTITY,
+                    f"unknown status {name!r} (one of {', '.join(STATUSES)})",
+                )
+            out.append(name)
+    return tuple(out)

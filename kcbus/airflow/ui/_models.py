@@ -1,0 +1,137 @@
+"""What the operator's API answers and accepts (pydantic models; OpenAPI is generated from them).
+
+Invariant: no field carries message content or personal data. A message is described by its
+IDs, flow, partners (IDs of the partner registry, not people), type, status, attempts, times and
+reason codes/texts that kcbus itself wrote (error texts never contain content, see
+``xoev._errors``). Content is only ever returned by the content endpoint, as its own response.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ActionResult",
+    "CountSeries",
+    "Counts",
+    "HistoryEvent",
+    "Me",
+    "MessageDetail",
+    "MessagePage",
+    "MessageSummary",
+    "Reason",
+    "ResendFilter",
+]
+
+Bucket = Literal["minute", "hour", "day"]
+GroupBy = Literal["status", "flow", "sender", "recipient"]
+
+
+class MessageSummary(BaseModel):
+    """One message as the ledger knows it."""
+
+    uuid: str
+    ledger_id: int
+    flow: str | None
+    inspection: Literal["full", "end-to-end"] | None
+    sender: str | None
+    recipient: str | None
+    message_type: str | None
+    standard: str | None
+    version: str | None
+    status: str
+    attempts: int
+    received_at: datetime
+    updated_at: datetime | None
+    next_attempt_at: datetime | None = None
+    #: Reason code (kcbus code list) of the last failure, e.g. ``schema-invalid``.
+    reason_code: str | None = None
+    #: kcbus's own text for the last failure: IDs, lines, XPaths; never content.
+    reason: str | None = None
+    resolved: bool = False
+    test: bool = False
+
+
+class HistoryEvent(BaseModel):
+    """One transition of a message: when, which stage, by whom, what came of it."""
+
+    at: datetime
+    stage: str
+    status: str | None
+    actor: str | None
+    detail: str | None
+
+
+class MessageDetail(BaseModel):
+    message: MessageSummary
+    events: list[HistoryEvent]
+    #: Whether this caller may request the content (route, setting and permission allow it).
+    content_viewable: bool
+    #: Why not, if not (``end-to-end``, ``disabled``, ``permission``).
+    content_refusal: str | None = None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageSummary]
+    #: Messages matching the filter, at most ``count_limit`` counted (then ``total_capped``).
+    total: int
+    total_capped: bool = False
+    limit: int
+    offset: int
+
+
+class CountSeries(BaseModel):
+    key: str
+    counts: list[int]
+    total: int
+
+
+class Counts(BaseModel):
+    bucket: Bucket
+    group_by: GroupBy
+    since: datetime
+    until: datetime
+    buckets: list[datetime]
+    series: list[CountSeries]
+
+
+class Me(BaseModel):
+    user: str
+    can_edit: bool
+    show_content: bool
+    flows: list[str]
+    statuses: list[str]
+
+
+class Reason(BaseModel):
+    """Why the operator acts; recorded in the ledger beside their Airflow user name."""
+
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ResendFilter(Reason):
+    """Re-send every message matching these facts (the same filter as the search)."""
+
+    uuid: str | None = None
+    flow: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    message_type: str | None = None
+    status: list[str] = Field(default_factory=lambda: ["DEAD"])
+    since: datetime | None = None
+    until: datetime | None = None
+    include_resolved: bool = False
+    #: Refuse to act on more than this many (the operator narrows the filter instead).
+    max_messages: int = Field(default=1000, ge=1, le=10000)
+
+
+class ActionResult(BaseModel):
+    action: Literal["resend", "resolve"]
+    actor: str
+    reason: str
+    uuids: list[str]
+    #: Matching messages not acted on (already delivered, end state that cannot be re-sent).
+    skipped: list[str] = Field(default_factory=list)
