@@ -1,0 +1,47 @@
+"""The ledger (message store): SQLAlchemy on SQLite (WAL, embedded) or PostgreSQL.
+
+``Ledger(url)`` — query API for operators and the UI, operator actions (resend, resolve)
+recorded with actor and reason, a unit of work per pipeline stage and batch, content encrypted
+at rest (AES-256-GCM, key ID per blob), Alembic migrations, backup/restore and retention.
+"""
+
+from __future__ import annotations
+
+from kcbus.ledger._backup import FORMAT as BACKUP_FORMAT
+from kcbus.ledger._content import ContentKeyring
+from kcbus.ledger._ledger import DEFAULT_URL, Ledger, default_url
+from kcbus.ledger._models import (
+    ActionOutcome,
+    CountRow,
+    DeliveryRow,
+    EventRow,
+    GroupBy,
+    History,
+    MessageFilter,
+    MessageRow,
+)
+from kcbus.ledger._status import SETTLED, DeliveryStatus, Kind, Status
+from kcbus.ledger._unit import NewEnvelope, NewMessage, Unit
+
+__all__ = [
+    "BACKUP_FORMAT",
+    "DEFAULT_URL",
+    "SETTLED",
+    "ActionOutcome",
+    "ContentKeyring",
+    "CountRow",
+    "DeliveryRow",
+    "DeliveryStatus",
+    "EventRow",
+    "GroupBy",
+    "History",
+    "Kind",
+    "Ledger",
+    "MessageFilter",
+    "MessageRow",
+    "NewEnvelope",
+    "NewMessage",
+    "Status",
+    "Unit",
+    "default_url",
+]

@@ -1,0 +1,187 @@
+"""The ledger's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` create them.
+
+Invariants:
+- ``messages``: one row per message or receipt; ``envelope_digest`` (SHA-256 of the envelope
+  as received) is unique, so a redelivered envelope never becomes a second row.
+- ``message_keys``: one row per accepted message UUID; the first message with a UUID owns it,
+  a later one is DUPLICATE. Inserting here is how concurrent workers agree on that.
+- ``events``: append-only history; a database trigger refuses UPDATE (see migration 0001).
+- ``blobs``: content, encrypted (AES-256-GCM) with the key named by ``key_id``; the
+  associated data binds each ciphertext to its (message, kind, delivery), so blobs cannot be
+  swapped between rows unnoticed.
+- ``audit``: operator actions that touch many rows (backup, restore, prune, key rotation).
+Times are UTC; :class:`UTCDateTime` stores them naive-UTC and returns them timezone-aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "HEAD_REVISION",
+    "UTCDateTime",
+    "audit",
+    "blobs",
+    "deliveries",
+    "events",
+    "message_keys",
+    "messages",
+    "metadata",
+]
+
+#: The Alembic revision this code's tables correspond to.
+HEAD_REVISION = "0001"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, naive UTC in the database (same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("ledger times must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (autoincrementing).
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("uuid", String(64)),
+    Column("envelope_id", String(128)),
+    Column("envelope_digest", String(64), unique=True),
+    Column("parent_id", _ID, ForeignKey("messages.id")),
+    Column("receipt_type", String(32)),
+    Column("route", String(64)),
+    Column("inspection", String(16)),
+    Column("sender", String(64)),
+    Column("recipient", String(400)),
+    Column("message_type", String(200)),
+    Column("standard", String(100)),
+    Column("version", String(50)),
+    Column("test", Boolean, nullable=False, default=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("reason_code", String(64)),
+    Column("reason", Text),
+    Column("source", String(200)),
+    Column("peer", String(200)),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("content_digest", String(64)),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Column("resolved_by", String(200)),
+    Index(None, "status", "id"),
+    Index(None, "uuid"),
+    Index(None, "route", "status"),
+    Index(None, "sender", "received_at"),
+    Index(None, "received_at"),
+    Index(None, "parent_id"),
+)
+
+message_keys = Table(
+    "message_keys",
+    metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("message_id", _ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_id", _ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("envelope_id", String(128)),
+    Column("last_error_code", String(64)),
+    Column("last_error", Text),
+    Column("sealed_at", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("message_id", "destination"),
+    Index(None, "status", "destination", "next_attempt_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_id", _ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("delivery_id", _ID),
+    Column("at", UTCDateTime, nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("status", String(16)),
+    Column("actor", String(200), nullable=False),
+    Column("reason_code", String(64)),
+    Column("detail", Text),
+    Index(None, "message_id", "id"),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_id", _ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    # 0 = the message itself (not per destination); else deliveries.id
+    Column("delivery_id", _ID, nullable=False, default=0),
+    Column("kind", String(16), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("nonce", LargeBinary(12), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    UniqueConstraint("message_id", "kind", "delivery_id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", Text),
+)

@@ -1,0 +1,454 @@
+"""A unit of work: one transaction in which a pipeline stage claims a batch and records results.
+
+Invariants:
+- Everything a stage does to a batch commits together or not at all. A crash (even ``kill -9``)
+  before the commit leaves the batch exactly as it was claimed: the stage runs again.
+- Claims: PostgreSQL locks the claimed rows (``FOR UPDATE SKIP LOCKED``) until the commit, so
+  concurrent workers take disjoint batches. SQLite has one writer at a time (``BEGIN
+  IMMEDIATE``): a second worker waits for the first's commit, then sees the new statuses.
+- Writes are queued and flushed with ``executemany`` (one statement per shape, not per row).
+  Inserts whose IDs are needed (new messages, deliveries) run at once with ``RETURNING``.
+- Each status change writes an event row with the unit's time and actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from kcbus.ledger._content import ContentKeyring
+from kcbus.ledger._models import DeliveryRow, MessageRow
+from kcbus.ledger._status import DeliveryStatus, Kind, Status
+from kcbus.ledger._tables import blobs, deliveries, events, message_keys, messages
+
+__all__ = ["NewEnvelope", "NewMessage", "Unit", "blob_associated_data"]
+
+
+def blob_associated_data(message_id: int, kind: str, delivery_id: int) -> bytes:
+    return f"kcbus-ledger/1:{message_id}:{kind}:{delivery_id}".encode()
+
+
+@dataclass(frozen=True)
+class NewEnvelope:
+    """An envelope as a transport handed it over (receive stage)."""
+
+    data: bytes
+    envelope_id: str | None
+    source: str | None
+    peer: str | None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message kcbus creates itself (a receipt), already routed to its destination."""
+
+    kind: Kind
+    uuid: str
+    parent_id: int | None
+    receipt_type: str | None
+    route: str | None
+    sender: str
+    destination: str
+    message_type: str
+    standard: str
+    version: str
+    test: bool
+    content: bytes
+
+
+class Unit:
+    """One transaction of a stage over one batch; get it from :meth:`Ledger.unit`."""
+
+    def __init__(
+        self, conn: Connection, keys: ContentKeyring, *, actor: str, now: datetime
+    ) -> None:
+        self._conn = conn
+        self._keys = keys
+        self.actor = actor
+        self.now = now
+        self._postgres = conn.dialect.name == "postgresql"
+        self._message_updates: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
+        self._delivery_updates: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
+        self._events: list[dict[str, object]] = []
+        self._blobs: list[dict[str, object]] = []
+        self._blob_replaced: list[dict[str, object]] = []
+
+    # -- claims -----------------------------------------------------------------------------
+
+    def claim(
+        self,
+        statuses: Sequence[Status],
+        limit: int,
+        *,
+        route: str | None = None,
+        kind: Kind | None = None,
+    ) -> list[MessageRow]:
+        """Lock up to ``limit`` messages in one of ``statuses``, oldest first."""
+        query = select(messages).where(messages.c.status.in_([str(s) for s in statuses]))
+        if route is not None:
+            query = query.where(messages.c.route == route)
+        if kind is not None:
+            query = query.where(messages.c.kind == str(kind))
+        query = query.order_by(messages.c.id).limit(limit).with_for_update(skip_locked=True)
+        return [MessageRow.from_mapping(r) for r in self._conn.execute(query).mappings()]
+
+    def claim_deliveries(
+        self,
+        limit: int,
+        *,
+        statuses: Sequence[DeliveryStatus],
+        destination: str | None = None,
+        due: bool = True,
+    ) -> list[tuple[DeliveryRow, MessageRow]]:
+        """Lock due deliveries (and their messages, whose status they decide), oldest first."""
+        d = deliveries
+        query = (
+            select(d, messages)
+            .join(messages, messages.c.id == d.c.message_id)
+            .where(d.c.status.in_([str(s) for s in statuses]))
+        )
+        if destination is not None:
+            query = query.where(d.c.destination == destination)
+        if due:
+            query = query.where(or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= self.now))
+        query = query.order_by(d.c.id).limit(limit).with_for_update(skip_locked=True)
+        out = []
+        for row in self._conn.execute(query).all():
+            mapping = row._mapping
+            delivery = DeliveryRow(
+                id=mapping[d.c.id],
+                message_id=mapping[d.c.message_id],
+                destination=mapping[d.c.destination],
+                status=DeliveryStatus(mapping[d.c.status]),
+                attempts=mapping[d.c.attempts],
+                next_attempt_at=mapping[d.c.next_attempt_at],
+                envelope_id=mapping[d.c.envelope_id],
+                last_error_code=mapping[d.c.last_error_code],
+                last_error=mapping[d.c.last_error],
+                sealed_at=mapping[d.c.sealed_at],
+                delivered_at=mapping[d.c.delivered_at],
+                updated_at=mapping[d.c.updated_at],
+            )
+            message = MessageRow.from_mapping({c.name: mapping[c] for c in messages.c})
+            out.append((delivery, message))
+        return out
+
+    # -- inserts (immediate: their IDs are needed) -----------------------------------------
+
+    def receive(self, items: Sequence[NewEnvelope]) -> list[int | None]:
+        """Store envelopes as RECEIVED; ``None`` for one already in the ledger (redelivery)."""
+        if not items:
+            return []
+        digests = [hashlib.sha256(item.data).hexdigest() for item in items]
+        rows = []
+        seen: set[str] = set()
+        for item, digest in zip(items, digests, strict=True):
+            if digest in seen:
+                continue
+            seen.add(digest)
+            rows.append(
+                {
+                    "kind": str(Kind.MESSAGE),
+                    "envelope_id": item.envelope_id,
+                    "envelope_digest": digest,
+                    "status": str(Status.RECEIVED),
+                    "test": False,
+                    "attempts": 0,
+                    "size": len(item.data),
+                    "source": item.source,
+                    "peer": item.peer,
+                    "received_at": self.now,
+                    "updated_at": self.now,
+                }
+            )
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        stmt = (
+            dialect_insert(messages)
+            .on_conflict_do_nothing(index_elements=["envelope_digest"])
+            .returning(messages.c.id, messages.c.envelope_digest)
+        )
+        inserted = {
+            row.envelope_digest: int(row.id) for row in self._conn.execute(stmt, rows).all()
+        }
+        ids: list[int | None] = []
+        taken: set[str] = set()
+        for item, digest in zip(items, digests, strict=True):
+            message_id = inserted.get(digest) if digest not in taken else None
+            taken.add(digest)
+            ids.append(message_id)
+            if message_id is not None:
+                self.put_blob(message_id, "envelope", item.data)
+                self.event(message_id, "receive", Status.RECEIVED, detail=_via(item))
+        return ids
+
+    def create(self, items: Sequence[NewMessage]) -> list[tuple[int, int]]:
+        """Insert messages kcbus wrote (receipts) as ROUTED with one delivery each.
+
+        Returns ``(message_id, delivery_id)`` per item, in order.
+        """
+        if not items:
+            return []
+        rows = [
+            {
+                "kind": str(item.kind),
+                "uuid": item.uuid,
+                "parent_id": item.parent_id,
+                "receipt_type": item.receipt_type,
+                "route": item.route,
+                "inspection": "full",
+                "sender": item.sender,
+                "recipient": item.destination,
+                "message_type": item.message_type,
+                "standard": item.standard,
+                "version": item.version,
+                "test": item.test,
+                "status": str(Status.ROUTED),
+                "attempts": 0,
+                "size": len(item.content),
+                "content_digest": hashlib.sha256(item.content).hexdigest(),
+                "received_at": self.now,
+                "updated_at": self.now,
+            }
+            for item in items
+        ]
+        stmt = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+        ids = [int(r.id) for r in self._conn.execute(stmt, rows).all()]
+        self._conn.execute(
+            insert(message_keys),
+            [{"uuid": i.uuid, "message_id": m} for i, m in zip(items, ids, strict=True)],
+        )
+        delivery_ids = self.add_deliveries(
+            [(m, item.destination) for item, m in zip(items, ids, strict=True)]
+        )
+        for item, message_id in zip(items, ids, strict=True):
+            self.put_blob(message_id, "content", item.content)
+            self.event(message_id, "route", Status.ROUTED, detail=f"to {item.destination}")
+        return list(zip(ids, delivery_ids, strict=True))
+
+    def add_deliveries(self, pairs: Sequence[tuple[int, str]]) -> list[int]:
+        """One PENDING delivery per ``(message_id, destination)``; returns their IDs."""
+        if not pairs:
+            return []
+        stmt = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
+        rows = [
+            {
+                "message_id": m,
+                "destination": dest,
+                "status": str(DeliveryStatus.PENDING),
+                "attempts": 0,
+                "updated_at": self.now,
+            }
+            for m, dest in pairs
+        ]
+        return [int(r.id) for r in self._conn.execute(stmt, rows).all()]
+
+    def claim_uuids(self, pairs: Sequence[tuple[int, str]]) -> dict[int, int | None]:
+        """Record each message UUID as taken; for a UUID already taken, the original's ID.
+
+        Uses the ``message_keys`` primary key: of two workers claiming one UUID at once, the
+        second waits for the first's commit and then finds it taken.
+        """
+        out: dict[int, int | None] = {}
+        if not pairs:
+            return out
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        first: dict[str, int] = {}
+        rows = []
+        for message_id, uuid in pairs:
+            if uuid in first:
+                out[message_id] = first[uuid]
+                continue
+            first[uuid] = message_id
+            rows.append({"uuid": uuid, "message_id": message_id})
+        stmt = (
+            dialect_insert(message_keys)
+            .on_conflict_do_nothing(index_elements=["uuid"])
+            .returning(message_keys.c.uuid)
+        )
+        won = {r.uuid for r in self._conn.execute(stmt, rows).all()}
+        lost = [row["uuid"] for row in rows if row["uuid"] not in won]
+        owners: dict[str, int] = {}
+        if lost:
+            owners = {
+                r.uuid: int(r.message_id)
+                for r in self._conn.execute(
+                    select(message_keys).where(message_keys.c.uuid.in_(lost))
+                ).all()
+            }
+        for row in rows:
+            uuid = str(row["uuid"])
+            out[int(str(row["message_id"]))] = owners.get(uuid) if uuid in owners else None
+        return out
+
+    # -- queued writes ----------------------------------------------------------------------
+
+    def update(self, message_id: int, **fields: object) -> None:
+        """Change columns of a message (flushed at commit); ``updated_at`` is set too."""
+        fields["updated_at"] = self.now
+        for key in ("status", "kind"):
+            if key in fields and fields[key] is not None:
+                fields[key] = str(fields[key])
+        shape = tuple(sorted(fields))
+        self._message_updates[shape].append({"_id": message_id, **fields})
+
+    def update_delivery(self, delivery_id: int, **fields: object) -> None:
+        fields["updated_at"] = self.now
+        if "status" in fields:
+            fields["status"] = str(fields["status"])
+        shape = tuple(sorted(fields))
+        self._delivery_updates[shape].append({"_id": delivery_id, **fields})
+
+    def event(
+        self,
+        message_id: int,
+        stage: str,
+        status: Status | DeliveryStatus | None,
+        *,
+        detail: str | None = None,
+        reason_code: str | None = None,
+        delivery_id: int | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self._events.append(
+            {
+                "message_id": message_id,
+                "delivery_id": delivery_id,
+                "at": self.now,
+                "stage": stage,
+                "status": None if status is None else str(status),
+                "actor": actor or self.actor,
+                "reason_code": reason_code,
+                "detail": detail,
+            }
+        )
+
+    def put_blob(
+        self,
+        message_id: int,
+        kind: str,
+        data: bytes,
+        *,
+        delivery_id: int = 0,
+        replace: bool = False,
+    ) -> None:
+        """Store content encrypted at rest; ``replace`` an earlier blob of the same place."""
+        sealed = self._keys.encrypt(data, blob_associated_data(message_id, kind, delivery_id))
+        row = {
+            "message_id": message_id,
+            "delivery_id": delivery_id,
+            "kind": kind,
+            "key_id": sealed.key_id,
+            "nonce": sealed.nonce,
+            "data": sealed.data,
+            "size": len(data),
+            "digest": hashlib.sha256(data).hexdigest(),
+        }
+        if replace:
+            self._blob_replaced.append({"m": message_id, "k": kind, "d": delivery_id})
+        self._blobs.append(row)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def blobs(
+        self, kind: str, message_ids: Iterable[int], *, delivery_id: int | None = 0
+    ) -> dict[int, bytes]:
+        """Decrypted blobs of ``kind`` by message ID (``delivery_id=None``: by delivery ID)."""
+        self.flush()
+        ids = list(message_ids)
+        if not ids:
+            return {}
+        query = select(blobs).where(blobs.c.kind == kind, blobs.c.message_id.in_(ids))
+        if delivery_id is not None:
+            query = query.where(blobs.c.delivery_id == delivery_id)
+        out: dict[int, bytes] = {}
+        for r in self._conn.execute(query).all():
+            key = r.message_id if delivery_id is not None else r.delivery_id
+            out[int(key)] = self._keys.decrypt(
+                r.key_id, r.nonce, r.data, blob_associated_data(r.message_id, kind, r.delivery_id)
+            )
+        return out
+
+    def deliveries_of(self, message_ids: Iterable[int]) -> dict[int, list[DeliveryRow]]:
+        self.flush()
+        ids = list(message_ids)
+        out: dict[int, list[DeliveryRow]] = defaultdict(list)
+        if not ids:
+            return out
+        query = select(deliveries).where(deliveries.c.message_id.in_(ids)).order_by(deliveries.c.id)
+        for r in self._conn.execute(query).mappings():
+            out[int(r["message_id"])].append(DeliveryRow.from_mapping(r))
+        return out
+
+    def messages_by_id(self, message_ids: Iterable[int]) -> dict[int, MessageRow]:
+        self.flush()
+        ids = list(message_ids)
+        if not ids:
+            return {}
+        rows = self._conn.execute(select(messages).where(messages.c.id.in_(ids))).mappings()
+        return {int(r["id"]): MessageRow.from_mapping(r) for r in rows}
+
+    def children(self, parent_ids: Iterable[int]) -> list[MessageRow]:
+        self.flush()
+        ids = list(parent_ids)
+        if not ids:
+            return []
+        rows = self._conn.execute(select(messages).where(messages.c.parent_id.in_(ids))).mappings()
+        return [MessageRow.from_mapping(r) for r in rows]
+
+    # -- flush ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        conn = self._conn
+        if self._blob_replaced:
+            conn.execute(
+                delete(blobs).where(
+                    and_(
+                        blobs.c.message_id == bindparam("m"),
+                        blobs.c.kind == bindparam("k"),
+                        blobs.c.delivery_id == bindparam("d"),
+                    )
+                ),
+                self._blob_replaced,
+            )
+            self._blob_replaced = []
+        if self._blobs:
+            conn.execute(insert(blobs), self._blobs)
+            self._blobs = []
+        for shape, rows in self._message_updates.items():
+            stmt = (
+                update(messages)
+                .where(messages.c.id == bindparam("_id"))
+                .values({col: bindparam(col) for col in shape})
+            )
+            conn.execute(stmt, rows)
+        self._message_updates.clear()
+        for shape, rows in self._delivery_updates.items():
+            stmt = (
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("_id"))
+                .values({col: bindparam(col) for col in shape})
+            )
+            conn.execute(stmt, rows)
+        self._delivery_updates.clear()
+        if self._events:
+            conn.execute(insert(events), self._events)
+            self._events = []
+
+
+def _via(item: NewEnvelope) -> str:
+    parts = []
+    if item.source:
+        parts.append(f"via {item.source}")
+    if item.envelope_id:
+        parts.append(f"envelope {item.envelope_id}")
+    if item.peer:
+        parts.append(f"peer {item.peer}")
+    parts.append(f"{len(item.data)} bytes")
+    return ", ".join(parts)
