@@ -70,14 +70,29 @@ _BUS = frozenset({"id", "name", "address", "keystore", "ledger", "inbound", "pro
 _ADDRESS = frozenset({"verzeichnisdienst", "kennung"})
 _PARTNER = frozenset(
     {
-        "name", "address", "profile", "deliver_to", "receive_from", "may_send", "production",
-        "receipts", "peer",
+        "name",
+        "address",
+        "profile",
+        "deliver_to",
+        "receive_from",
+        "may_send",
+        "production",
+        "receipts",
+        "peer",
     }
 )
 _ROUTE = frozenset(
     {
-        "description", "match", "to", "inspection", "schemas", "codelists", "retry", "retention",
-        "schedule", "batch_size",
+        "description",
+        "match",
+        "to",
+        "inspection",
+        "schemas",
+        "codelists",
+        "retry",
+        "retention",
+        "schedule",
+        "batch_size",
     }
 )
 _MATCH = frozenset({"message_types", "standards", "senders", "readers"})
