@@ -12,11 +12,11 @@ GET   ``/api/v1/messages``                   search: uuid, sender, recipient, me
                                              flow, status, since, until; or the messages one
                                              task instance handled (dag_id, run_id, task_id,
                                              map_index)
-GET   ``/api/v1/messages/{uuid}``            one message and its history (timeline)
-POST  ``/api/v1/messages/{uuid}/resend``     re-send one message            (edit; reason)
-POST  ``/api/v1/messages/{uuid}/resolve``    mark one message resolved      (edit; reason)
+GET   ``/api/v1/messages/{ref}``             one message and its history (timeline)
+POST  ``/api/v1/messages/{ref}/resend``      re-send one message            (edit; reason)
+POST  ``/api/v1/messages/{ref}/resolve``     mark one message resolved      (edit; reason)
 POST  ``/api/v1/resend``                     re-send all matching a filter  (edit; reason)
-POST  ``/api/v1/messages/{uuid}/content``    the content, full-inspection routes only, when
+POST  ``/api/v1/messages/{ref}/content``     the content, full-inspection routes only, when
                                              ``[kcbus] ui_show_content`` is on (edit; reason;
                                              recorded in the message's history)
 ====  =====================================  ====================================================
@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -187,7 +187,7 @@ def create_app(
         return Me(
             user=operator.name,
             can_edit=operator.can_edit(),
-            show_content=get_settings().show_content,
+            content_flows=sorted(get_settings().content_flows),
             flows=store.flows(),
             statuses=list(STATUSES),
         )
@@ -268,38 +268,31 @@ def create_app(
         )
         return store.search(where, limit=limit, offset=offset, count_limit=COUNT_LIMIT)
 
-    @app.get("/api/v1/messages/{uuid}")
-    def message(uuid: str, operator: OperatorDep, store: StoreDep) -> MessageDetail:
-        summary, events = store.detail(uuid)
-        refusal = _content_refusal(summary.inspection, summary.flow, operator)
-        return MessageDetail(
-            message=summary,
-            events=events,
-            content_viewable=refusal is None,
-            content_refusal=refusal,
+    @app.get("/api/v1/messages/{ref}")
+    def message(ref: str, operator: OperatorDep, store: StoreDep) -> MessageDetail:
+        detail = store.detail(ref)
+        refusal = _content_refusal(detail.message.inspection, detail.message.flow, operator)
+        return detail.model_copy(
+            update={"content_viewable": refusal is None, "content_refusal": refusal}
         )
 
     # ------------------------------------------------------------------------------ writes
 
-    @app.post("/api/v1/messages/{uuid}/resend")
-    def resend_one(uuid: str, body: Reason, operator: OperatorDep, store: StoreDep) -> ActionResult:
-        summary, _ = store.detail(uuid)
+    @app.post("/api/v1/messages/{ref}/resend")
+    def resend_one(ref: str, body: Reason, operator: OperatorDep, store: StoreDep) -> ActionResult:
+        summary = store.summary(ref)
         operator.require_edit([summary.flow])
-        outcome = store.resend([summary.uuid], actor=operator.name, reason=body.reason)
-        return _result("resend", operator, body.reason, outcome.done, outcome.skipped)
+        return store.resend([summary.ref], actor=operator.name, reason=body.reason)
 
-    @app.post("/api/v1/messages/{uuid}/resolve")
-    def resolve_one(
-        uuid: str, body: Reason, operator: OperatorDep, store: StoreDep
-    ) -> ActionResult:
-        summary, _ = store.detail(uuid)
+    @app.post("/api/v1/messages/{ref}/resolve")
+    def resolve_one(ref: str, body: Reason, operator: OperatorDep, store: StoreDep) -> ActionResult:
+        summary = store.summary(ref)
         operator.require_edit([summary.flow])
-        outcome = store.resolve([summary.uuid], actor=operator.name, reason=body.reason)
-        return _result("resolve", operator, body.reason, outcome.done, outcome.skipped)
+        return store.resolve([summary.ref], actor=operator.name, reason=body.reason)
 
     @app.post("/api/v1/resend")
     def resend_matching(body: ResendFilter, operator: OperatorDep, store: StoreDep) -> ActionResult:
-        # Edit access is checked before anything is read for the action, then again per flow.
+        # Refuse early (before reading anything) when the caller may edit no flow at all...
         operator.require_edit([body.flow])
         where = MessageFilter(
             uuid=_clean(body.uuid),
@@ -319,18 +312,18 @@ def create_app(
                 f"{'more than ' if page.total_capped else ''}{page.total} messages match, "
                 f"more than max_messages={body.max_messages}: narrow the filter",
             )
+        # ...then check every flow the matching messages belong to, and act on exactly those.
         operator.require_edit({m.flow for m in page.items})
-        uuids = [m.uuid for m in page.items]
-        outcome = store.resend(uuids, actor=operator.name, reason=body.reason)
-        return _result("resend", operator, body.reason, outcome.done, outcome.skipped)
+        refs = [f"#{m.ledger_id}" for m in page.items]
+        return store.resend(refs, actor=operator.name, reason=body.reason)
 
-    @app.post("/api/v1/messages/{uuid}/content", response_class=Response)
-    def content(uuid: str, body: Reason, operator: OperatorDep, store: StoreDep) -> Response:
-        summary, _ = store.detail(uuid)
+    @app.post("/api/v1/messages/{ref}/content", response_class=Response)
+    def content(ref: str, body: Reason, operator: OperatorDep, store: StoreDep) -> Response:
+        summary = store.summary(ref)
         refusal = _content_refusal(summary.inspection, summary.flow, operator)
         if refusal is not None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"content not shown: {refusal}")
-        data = store.content(summary.uuid, actor=operator.name, reason=body.reason)
+        data = store.content(f"#{summary.ledger_id}", actor=operator.name, reason=body.reason)
         return Response(data, media_type="application/xml", headers=_NO_STORE)
 
     def _content_refusal(
@@ -339,25 +332,13 @@ def create_app(
         # End-to-end content is sealed for the recipient: never shown, whatever the settings.
         if inspection != "full":
             return "end-to-end"
-        if not get_settings().show_content:
+        if not get_settings().shows_content(flow):
             return "disabled"
         if not operator.can_edit([flow]):
             return "permission"
         return None
 
     return app
-
-
-def _result(
-    action: Literal["resend", "resolve"],
-    operator: Operator,
-    reason: str,
-    done: tuple[str, ...],
-    skipped: tuple[str, ...],
-) -> ActionResult:
-    return ActionResult(
-        action=action, actor=operator.name, reason=reason, uuids=list(done), skipped=list(skipped)
-    )
 
 
 def _clean(value: str | None) -> str | None:

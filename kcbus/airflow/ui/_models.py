@@ -17,6 +17,7 @@ __all__ = [
     "ActionResult",
     "CountSeries",
     "Counts",
+    "DeliveryState",
     "HistoryEvent",
     "Me",
     "MessageDetail",
@@ -24,17 +25,26 @@ __all__ = [
     "MessageSummary",
     "Reason",
     "ResendFilter",
+    "Skipped",
 ]
 
 Bucket = Literal["minute", "hour", "day"]
-GroupBy = Literal["status", "flow", "sender", "recipient"]
+GroupBy = Literal["status", "flow", "sender", "recipient", "message_type"]
 
 
 class MessageSummary(BaseModel):
-    """One message as the ledger knows it."""
+    """One message (or receipt) as the ledger knows it."""
 
-    uuid: str
+    #: How to name it in the API and on the page: its UUID, or ``#<ledger id>`` before the bus
+    #: read its header (e.g. rejected as unreadable).
+    ref: str
+    uuid: str | None
     ledger_id: int
+    kind: Literal["message", "receipt"]
+    #: For receipts: ``accepted``, ``rejected`` or ``delivered``.
+    receipt_type: str | None = None
+    #: For receipts: the ``ref`` of the message it answers.
+    parent_ref: str | None = None
     flow: str | None
     inspection: Literal["full", "end-to-end"] | None
     sender: str | None
@@ -62,14 +72,34 @@ class HistoryEvent(BaseModel):
     stage: str
     status: str | None
     actor: str | None
+    reason_code: str | None = None
     detail: str | None
+    #: The destination this event is about, for per-destination delivery steps.
+    destination: str | None = None
+
+
+class DeliveryState(BaseModel):
+    """One destination of a message."""
+
+    destination: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_error_code: str | None
+    last_error: str | None
 
 
 class MessageDetail(BaseModel):
+    """One message with its whole history: the timeline of the page."""
+
     message: MessageSummary
     events: list[HistoryEvent]
+    deliveries: list[DeliveryState] = Field(default_factory=list)
+    #: Receipts kcbus sent for this message (accepted, rejected, delivered).
+    receipts: list[MessageSummary] = Field(default_factory=list)
     #: Whether this caller may request the content (route, setting and permission allow it).
-    content_viewable: bool
+    content_viewable: bool = False
     #: Why not, if not (``end-to-end``, ``disabled``, ``permission``).
     content_refusal: str | None = None
 
@@ -101,7 +131,8 @@ class Counts(BaseModel):
 class Me(BaseModel):
     user: str
     can_edit: bool
-    show_content: bool
+    #: Flows whose full-inspection content edit users may look at (``*``: all); usually none.
+    content_flows: list[str]
     flows: list[str]
     statuses: list[str]
 
@@ -128,10 +159,16 @@ class ResendFilter(Reason):
     max_messages: int = Field(default=1000, ge=1, le=10000)
 
 
+class Skipped(BaseModel):
+    ref: str
+    why: str
+
+
 class ActionResult(BaseModel):
     action: Literal["resend", "resolve"]
     actor: str
     reason: str
-    uuids: list[str]
-    #: Matching messages not acted on (already delivered, end state that cannot be re-sent).
-    skipped: list[str] = Field(default_factory=list)
+    #: ``ref`` of every message acted on.
+    refs: list[str]
+    #: Messages named or matching but not acted on, with why (e.g. REJECTED cannot be re-sent).
+    skipped: list[Skipped] = Field(default_factory=list)

@@ -11,10 +11,12 @@ key                 meaning (default)
 ``ledger_url``      SQLAlchemy URL of the ledger, overriding ``bus.ledger`` of the config.
 ``dag_id_template`` how a flow's DAG is named, ``{flow}`` replaced by the route name
                     (``kcbus_{flow}``). Permission to re-send is checked on that DAG.
-``ui_show_content`` ``False``: the page never shows message content. ``True``: operators with
-                    edit access may look at the content of *full-inspection* messages, each look
-                    recorded in the ledger with user and reason. End-to-end content is never
-                    shown, whatever this says (the bus cannot read it).
+``ui_show_content`` empty (the default) or ``False``: the page never shows message content.
+                    A comma-separated list of flows, or ``*`` / ``True`` for all: operators with
+                    edit access may look at the content of *full-inspection* messages of those
+                    flows, each look recorded in the message's history with user and reason.
+                    End-to-end content is never shown, whatever this says (the bus cannot read
+                    it).
 ==================  ============================================================================
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_DAG_ID_TEMPLATE", "UiSettings"]
+__all__ = ["DEFAULT_DAG_ID_TEMPLATE", "UiSettings", "parse_content_flows"]
 
 DEFAULT_DAG_ID_TEMPLATE = "kcbus_{flow}"
 _SECTION = "kcbus"
@@ -34,7 +36,11 @@ class UiSettings:
     config: Path | None
     ledger_url: str | None = None
     dag_id_template: str = DEFAULT_DAG_ID_TEMPLATE
-    show_content: bool = False
+    #: Flows whose full-inspection content may be shown; ``"*"`` in it: every flow.
+    content_flows: frozenset[str] = frozenset()
+
+    def shows_content(self, flow: str | None) -> bool:
+        return "*" in self.content_flows or (flow is not None and flow in self.content_flows)
 
     @classmethod
     def from_airflow(cls) -> UiSettings:
@@ -49,5 +55,17 @@ class UiSettings:
                 _SECTION, "dag_id_template", fallback=DEFAULT_DAG_ID_TEMPLATE
             )
             or DEFAULT_DAG_ID_TEMPLATE,
-            show_content=conf.getboolean(_SECTION, "ui_show_content", fallback=False),
+            content_flows=parse_content_flows(
+                conf.get(_SECTION, "ui_show_content", fallback="") or ""
+            ),
         )
+
+
+def parse_content_flows(value: str) -> frozenset[str]:
+    """``ui_show_content`` as a set of flows (``*``: all); unset/false: none."""
+    text = value.strip()
+    if text.lower() in ("", "false", "no", "off", "0"):
+        return frozenset()
+    if text.lower() in ("*", "true", "yes", "on", "1"):
+        return frozenset({"*"})
+    return frozenset(part.strip() for part in text.split(",") if part.strip())

@@ -1,15 +1,16 @@
 """The seam between the operator's API and the ledger: what the page asks of the message store.
 
-:class:`MessageStore` is the narrow protocol the API routes use (one implementation,
-:class:`kcbus.airflow.ui._ledger_store.LedgerStore`, over kcbus's real ledger). It answers in
-the API's own models (``_models``), so nothing of the ledger's tables leaks into the routes.
+:class:`MessageStore` is the narrow protocol the API routes use; its implementation is
+:class:`kcbus.airflow.ui._ledger_store.LedgerStore` over kcbus's real ledger
+(:class:`kcbus.ledger.Ledger`). It answers in the API's own models (``_models``), so nothing
+of the ledger's rows leaks into the routes unchecked.
 
 Invariants every implementation keeps:
 
-* Reads never return content; :meth:`MessageStore.content` is the only way to it, and it
-  records who looked and why before returning anything.
+* Reads never return content; :meth:`MessageStore.content` is the only way to it, and the
+  ledger records who looked and why in the same transaction that reads it.
 * Every write (re-send, resolve, content view) appends an event with the operator's Airflow
-  user name as actor and the reason as detail; nothing is updated without its event.
+  user name as actor and the reason as detail; nothing changes without its event.
 * Counting a search is capped (``count_limit``) so a broad filter over millions of messages
   still answers quickly; the page then says "more than N".
 """
@@ -21,15 +22,16 @@ from datetime import datetime
 from typing import Protocol
 
 from kcbus.airflow.ui._models import (
+    ActionResult,
     Bucket,
     Counts,
     GroupBy,
-    HistoryEvent,
+    MessageDetail,
     MessagePage,
     MessageSummary,
 )
 
-__all__ = ["ActionOutcome", "MessageFilter", "MessageStore", "TaskRef"]
+__all__ = ["MessageFilter", "MessageStore", "TaskRef"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,7 @@ class TaskRef:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """Facts a message must have; ``None``/empty means "any". Text fields match exactly,
-    ``uuid`` also as a prefix of at least 8 characters (operators paste shortened UUIDs)."""
+    """Facts a message must have; ``None``/empty means "any". ``message_type`` may use ``*``."""
 
     uuid: str | None = None
     flow: str | None = None
@@ -56,22 +57,13 @@ class MessageFilter:
     since: datetime | None = None
     until: datetime | None = None
     include_resolved: bool = True
+    #: Only messages this task instance worked on (an event with its actor name).
     task: TaskRef | None = None
-
-
-@dataclass(frozen=True)
-class ActionOutcome:
-    done: tuple[str, ...]
-    skipped: tuple[str, ...] = ()
 
 
 class MessageStore(Protocol):
     def flows(self) -> list[str]:
-        """Names of the configured flows (routes), in config order."""
-        ...
-
-    def inspection(self, flow: str | None) -> str | None:
-        """``full`` or ``end-to-end`` for a flow; ``None`` if the flow is unknown."""
+        """Names of the flows (routes), in config order."""
         ...
 
     def counts(
@@ -82,24 +74,27 @@ class MessageStore(Protocol):
         bucket: Bucket,
         group_by: GroupBy,
         flow: str | None,
-    ) -> Counts: ...
+    ) -> Counts:
+        """Partner messages received per bucket in ``[since, until)``, one series per key."""
+        ...
 
     def search(
         self, where: MessageFilter, *, limit: int, offset: int, count_limit: int
-    ) -> MessagePage: ...
-
-    def detail(self, uuid: str) -> tuple[MessageSummary, list[HistoryEvent]]:
-        """One message and its history, oldest event first; raises ``NotFound``."""
+    ) -> MessagePage:
+        """Newest first."""
         ...
 
-    def summaries(self, uuids: list[str]) -> list[MessageSummary]:
-        """The named messages (unknown ones left out)."""
+    def detail(self, ref: str) -> MessageDetail:
+        """One message by UUID or ``#<ledger id>``, its history oldest event first;
+        raises :class:`kcbus._errors.NotFound`."""
         ...
 
-    def resend(self, uuids: list[str], *, actor: str, reason: str) -> ActionOutcome: ...
+    def summary(self, ref: str) -> MessageSummary: ...
 
-    def resolve(self, uuids: list[str], *, actor: str, reason: str) -> ActionOutcome: ...
+    def resend(self, refs: list[str], *, actor: str, reason: str) -> ActionResult: ...
 
-    def content(self, uuid: str, *, actor: str, reason: str) -> bytes:
-        """The message as the bus opened it (full inspection only), after recording the view."""
+    def resolve(self, refs: list[str], *, actor: str, reason: str) -> ActionResult: ...
+
+    def content(self, ref: str, *, actor: str, reason: str) -> bytes:
+        """The message as the bus opened it (full inspection only), recorded as viewed."""
         ...

@@ -70,8 +70,13 @@
 
   function fail(err) {
     if (err instanceof ApiError && err.status === 401) {
-      const next = encodeURIComponent(window.top.location.href);
-      notice("Your Airflow session has ended. Log in again: /auth/login?next=" + next, true);
+      const box = $("#notice");
+      const login = new URL("/auth/login", window.location.href);
+      login.searchParams.set("next", window.location.href);
+      box.replaceChildren("You are not logged in to Airflow. ",
+        el("a", { href: login.toString(), target: "_top" }, "Log in"));
+      box.classList.add("error");
+      box.hidden = false;
     } else {
       notice(err.message || String(err), true);
     }
@@ -81,7 +86,7 @@
   const statusBadge = (status) => el("span", {
     class: "status", style: `background:${STATUS_COLORS[status] || "#667085"}`,
   }, status);
-  const shortUuid = (uuid) => uuid;
+  const label = (m) => (m.kind === "receipt" ? `${m.ref} (receipt: ${m.receipt_type || "?"})` : m.ref);
   const route = (m) => `${m.sender || "?"} → ${m.recipient || "?"}`;
 
   function isoFromLocal(value) {
@@ -185,10 +190,10 @@
       include_resolved: $("#show-resolved").checked ? "true" : "false", limit: 100,
     } });
     const body = $("#failures-table tbody");
-    body.replaceChildren(...page.items.map((m) => el("tr", { dataset: { uuid: m.uuid } },
+    body.replaceChildren(...page.items.map((m) => el("tr", { dataset: { ref: m.ref } },
       el("td", {}, fmtTime(m.received_at)),
       el("td", { class: "uuid" }, el("button", { class: "link", type: "button",
-        onclick: () => openDetail(m.uuid) }, shortUuid(m.uuid))),
+        onclick: () => openDetail(m.ref) }, label(m))),
       el("td", {}, m.flow || "—"),
       el("td", {}, route(m)),
       el("td", {}, m.message_type || "—"),
@@ -204,10 +209,10 @@
     const box = el("div", { class: "buttons" });
     if (!state.me || !state.me.can_edit) return box;
     if (m.status === "DEAD" || m.status === "REJECTED" || m.status === "RETRYING") {
-      box.append(el("button", { type: "button", class: "resend", onclick: () => resendOne(m.uuid) }, "Re-send…"));
+      box.append(el("button", { type: "button", class: "resend", onclick: () => resendOne(m.ref) }, "Re-send…"));
     }
     if (!m.resolved && !ENDED_OK.has(m.status)) {
-      box.append(el("button", { type: "button", class: "resolve", onclick: () => resolveOne(m.uuid) }, "Resolve…"));
+      box.append(el("button", { type: "button", class: "resolve", onclick: () => resolveOne(m.ref) }, "Resolve…"));
     }
     return box;
   }
@@ -233,10 +238,10 @@
     const params = { ...state.filter, limit: PAGE_SIZE, offset };
     const page = await api("messages", { params });
     const body = $("#results-table tbody");
-    body.replaceChildren(...page.items.map((m) => el("tr", { dataset: { uuid: m.uuid } },
+    body.replaceChildren(...page.items.map((m) => el("tr", { dataset: { ref: m.ref } },
       el("td", {}, fmtTime(m.received_at)),
       el("td", { class: "uuid" }, el("button", { class: "link", type: "button",
-        onclick: () => openDetail(m.uuid) }, shortUuid(m.uuid))),
+        onclick: () => openDetail(m.ref) }, label(m))),
       el("td", {}, m.flow || "—"),
       el("td", {}, route(m)),
       el("td", {}, m.message_type || "—"),
@@ -254,17 +259,17 @@
     const resendable = state.me && state.me.can_edit && page.total > 0;
     $("#resend-matching").disabled = !resendable;
     // A search for one UUID that finds it opens its history straight away.
-    if (state.filter.uuid && page.items.length === 1 && offset === 0) openDetail(page.items[0].uuid);
+    if (state.filter.uuid && page.items.length === 1 && offset === 0) await openDetail(page.items[0].ref);
     return page;
   }
 
   // ---------------------------------------------------------------- detail / timeline
 
-  async function openDetail(uuid) {
-    const detail = await api(`messages/${encodeURIComponent(uuid)}`);
+  async function openDetail(ref) {
+    const detail = await api(`messages/${encodeURIComponent(ref)}`);
     state.detail = detail;
     const m = detail.message;
-    $("#detail-uuid").textContent = m.uuid;
+    $("#detail-uuid").textContent = label(m);
     const facts = [
       ["status", statusBadge(m.status)], ["flow", m.flow || "—"],
       ["from", m.sender || "—"], ["to", m.recipient || "—"],
@@ -274,15 +279,31 @@
       ["reason", [m.reason_code, m.reason].filter(Boolean).join(": ") || "—"],
       ["next attempt", fmtTime(m.next_attempt_at)],
     ];
+    if (m.parent_ref) facts.push(["answers", el("button", { class: "link", type: "button",
+      onclick: guard(() => openDetail(m.parent_ref)) }, m.parent_ref)]);
     $("#detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     $("#timeline").replaceChildren(...detail.events.map((e) => el("li", {
       style: `--dot:${STATUS_COLORS[e.status] || "#667085"}`,
     },
       el("span", { class: "when" }, fmtTime(e.at)), " ",
       el("span", { class: "stage" }, e.stage), e.status ? statusBadge(e.status) : null, " ",
-      el("span", { class: "actor" }, e.actor ? `by ${e.actor}` : ""),
+      el("span", { class: "actor" }, [e.destination ? `to ${e.destination}` : "",
+        e.actor ? `by ${e.actor}` : ""].filter(Boolean).join(" · ")),
+      e.reason_code ? el("span", { class: "detail" }, `reason: ${e.reason_code}`) : null,
       e.detail ? el("span", { class: "detail" }, e.detail) : null,
     )));
+    $("#deliveries").replaceChildren(...detail.deliveries.map((d) => el("li", {},
+      el("b", {}, d.destination), " ", statusBadge(d.status),
+      ` · ${d.attempts} attempt(s)`,
+      d.delivered_at ? ` · delivered ${fmtTime(d.delivered_at)}` : "",
+      d.next_attempt_at ? ` · next attempt ${fmtTime(d.next_attempt_at)}` : "",
+      d.last_error_code || d.last_error ? el("span", { class: "detail" },
+        [d.last_error_code, d.last_error].filter(Boolean).join(": ")) : null)));
+    $("#deliveries-head").hidden = detail.deliveries.length === 0;
+    $("#receipts").replaceChildren(...detail.receipts.map((r) => el("li", {},
+      el("button", { class: "link", type: "button", onclick: guard(() => openDetail(r.ref)) },
+        `${r.receipt_type || "receipt"} ${r.ref}`), " ", statusBadge(r.status))));
+    $("#receipts-head").hidden = detail.receipts.length === 0;
     const canEdit = state.me && state.me.can_edit;
     $("#detail-resend").hidden = !canEdit || ENDED_OK.has(m.status);
     $("#detail-resolve").hidden = !canEdit || m.resolved || ENDED_OK.has(m.status);
@@ -330,23 +351,24 @@
   }
 
   async function afterAction(result, verb) {
-    const skipped = result.skipped.length ? `, ${result.skipped.length} skipped` : "";
-    notice(`${verb} ${result.uuids.length} message(s) as ${result.actor}${skipped}.`);
+    const skipped = result.skipped.length
+      ? ` Skipped: ${result.skipped.map((s) => `${s.ref} (${s.why})`).join(", ")}.` : "";
+    notice(`${verb} ${result.refs.length} message(s) as ${result.actor}.${skipped}`);
     await refresh();
-    if (state.detail) await openDetail(state.detail.message.uuid);
+    if (state.detail) await openDetail(state.detail.message.ref);
   }
 
-  async function resendOne(uuid) {
-    const reason = await askReason("Re-send message", `Message ${uuid} is queued for delivery again.`);
+  async function resendOne(ref) {
+    const reason = await askReason("Re-send message", `Message ${ref} is queued for delivery again.`);
     if (reason === null) return;
-    const result = await api(`messages/${encodeURIComponent(uuid)}/resend`, { method: "POST", body: { reason } });
+    const result = await api(`messages/${encodeURIComponent(ref)}/resend`, { method: "POST", body: { reason } });
     await afterAction(result, "Re-sent");
   }
 
-  async function resolveOne(uuid) {
-    const reason = await askReason("Mark as resolved", `Message ${uuid} leaves the failure list; its history stays.`);
+  async function resolveOne(ref) {
+    const reason = await askReason("Mark as resolved", `Message ${ref} leaves the failure list; its history stays.`);
     if (reason === null) return;
-    const result = await api(`messages/${encodeURIComponent(uuid)}/resolve`, { method: "POST", body: { reason } });
+    const result = await api(`messages/${encodeURIComponent(ref)}/resolve`, { method: "POST", body: { reason } });
     await afterAction(result, "Resolved");
   }
 
@@ -362,10 +384,10 @@
   }
 
   async function showContent() {
-    const uuid = state.detail.message.uuid;
+    const ref = state.detail.message.ref;
     const reason = await askReason("Show content", "Looking at the content is recorded in the message's history.");
     if (reason === null) return;
-    const response = await fetch(new URL(`messages/${encodeURIComponent(uuid)}/content`, API), {
+    const response = await fetch(new URL(`messages/${encodeURIComponent(ref)}/content`, API), {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }),
     });
@@ -374,10 +396,11 @@
       try { detail = (await response.json()).detail; } catch (_) { /* keep status text */ }
       throw new ApiError(response.status, String(detail));
     }
+    const text = await response.text();
+    await openDetail(ref);
     const pre = $("#detail-content-text");
-    pre.textContent = await response.text();
+    pre.textContent = text;
     pre.hidden = false;
-    await openDetail(uuid).then(() => { pre.hidden = false; });
   }
 
   // ---------------------------------------------------------------- wiring
@@ -403,8 +426,8 @@
     $("#next-page").addEventListener("click", guard(() => search(state.offset + PAGE_SIZE)));
     $("#resend-matching").addEventListener("click", guard(resendMatching));
     $("#detail-close").addEventListener("click", () => { $("#detail").hidden = true; state.detail = null; });
-    $("#detail-resend").addEventListener("click", guard(() => resendOne(state.detail.message.uuid)));
-    $("#detail-resolve").addEventListener("click", guard(() => resolveOne(state.detail.message.uuid)));
+    $("#detail-resend").addEventListener("click", guard(() => resendOne(state.detail.message.ref)));
+    $("#detail-resolve").addEventListener("click", guard(() => resolveOne(state.detail.message.ref)));
     $("#detail-content").addEventListener("click", guard(showContent));
 
     await loadMe();
@@ -418,10 +441,16 @@
         + `${state.taskContext.map_index !== "-1" ? `, map index ${state.taskContext.map_index}` : ""}).`;
       state.filter = { ...state.taskContext };
     }
-    if (query.get("uuid")) {
-      $("#search-uuid").value = query.get("uuid");
-      state.filter = { uuid: query.get("uuid") };
+    // Links from alert mails and elsewhere: ?uuid=…, ?flow=…&status=DEAD.
+    const prefill = {};
+    for (const key of ["uuid", "sender", "recipient", "message_type", "flow", "status"]) {
+      const value = query.get(key);
+      if (!value) continue;
+      const field = $("#search-form").elements.namedItem(key);
+      if (field) field.value = value;
+      prefill[key] = value;
     }
+    if (Object.keys(prefill).length) state.filter = { ...prefill, ...(state.taskContext || {}) };
     await refresh();
     document.body.dataset.ready = "true";
   }
