@@ -16,17 +16,17 @@ come from:
 * type 4 — both are sent in the message.
 
 So the effective ``listURI``/``listVersionID`` of a code is the message's attribute, else the
-schema's fixed/default value. The registry supplies the schema values by validating a copy of
-the document with libxml2's attribute-default completion (XSD 1.0 Part 1 §3.2.4), which fills
-in exactly those fixed/default attributes; the caller's tree is not changed.
+schema's fixed/default value. With a registry, code elements are found by their schema type
+(``SchemaRegistry.code_values``: any type with ``listURI`` and ``listVersionID`` attributes, as
+``xoev-code:Code`` and its restrictions have) and the schema's values come from the type.
+Without one, they are recognised structurally (an element whose first child is the unqualified
+``code`` of ``xoev-code:Code``) and only what the message sends is seen.
 
 Invariants: every code in the document is either checked against a loaded list (an issue if
 it is not in it), or reported in ``not_checked`` with its list and version — never silently
 passed. Issue texts name the list, version and XPath, never the code value (it may be data
 about a person, e.g. a nationality).
 
-A code element is recognised structurally: an element whose first child element is the
-unqualified ``code`` of ``xoev-code:Code`` (``form="unqualified"``).
 """
 
 from __future__ import annotations
@@ -184,8 +184,9 @@ class CodeLists:
         fixed in the schema (code-list types 2 and 3) are taken into account; without it only
         what the message sends is seen."""
         root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
-        effective = registry.with_schema_defaults(root) if registry is not None else root
-        return self.check_codes(iter_codes(effective))
+        if registry is not None:
+            return self.check_codes(registry.code_values(root))
+        return self.check_codes(iter_codes(root))
 
     def check_codes(self, codes: Iterable[tuple[etree._Element, str | None, str | None,
                                                  str | None]]) -> CodeListReport:
@@ -193,7 +194,7 @@ class CodeLists:
         not_checked: dict[tuple[str, str | None], None] = {}
         checked = 0
         for element, uri, version, code in codes:
-            line = element.sourceline
+            line: int | None = element.sourceline  # type: ignore[assignment]
             where = xpath_of(element)
             if not uri:
                 issues.append(CodeIssue(line, where, None, version, "listURI missing"))

@@ -83,7 +83,9 @@ class Party:
     @property
     def address(self) -> str:
         """``verzeichnisdienst:kennung`` (or just the kennung): the routing key of a party."""
-        return f"{self.verzeichnisdienst}:{self.kennung}" if self.verzeichnisdienst else self.kennung
+        if self.verzeichnisdienst:
+            return f"{self.verzeichnisdienst}:{self.kennung}"
+        return self.kennung
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,14 @@ __all__ = [
 
 
 class XmlRejected(PartnerFault):
-    """The bytes are not an acceptable XML document. Subclasses say why."""
+    """The bytes are not an acceptable XML document. Subclasses say why.
+
+    ``line`` is the line of the offending construct where there is one (the DOCTYPE, the
+    first too-deep element, the first invalid byte), else None.
+    """
 
     reason_code: ClassVar[str] = "xml-rejected"
+    line: int | None = None
 
 
 class ForbiddenDtd(XmlRejected):
@@ -53,7 +58,8 @@ class ForbiddenDtd(XmlRejected):
 
     reason_code = "xml-dtd-forbidden"
 
-    def __init__(self) -> None:
+    def __init__(self, line: int | None = None) -> None:
+        self.line = line
         super().__init__("document type declarations (DTD, entities) are not accepted")
 
 
@@ -73,8 +79,9 @@ class TooDeep(XmlRejected):
 
     reason_code = "xml-too-deep"
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, line: int | None = None) -> None:
         self.limit = limit
+        self.line = line
         super().__init__(f"elements nested deeper than the limit of {limit}")
 
 
@@ -108,7 +115,9 @@ class BadEncoding(XmlRejected):
 
     reason_code = "xml-bad-encoding"
 
-    def __init__(self, problem: str, *, declared: str | None = None, detected: str | None = None):
+    def __init__(self, problem: str, *, declared: str | None = None,
+                 detected: str | None = None, line: int | None = None) -> None:
+        self.line = line
         self.problem = problem
         self.declared = declared
         self.detected = detected
@@ -204,7 +213,8 @@ def _check_encoding(data: bytes, limits: ParseLimits) -> str:
         if encoding not in _ALIASES.values():
             raise BadEncoding("unknown encoding", declared=shown)
         if detected == "utf-16" and encoding != "utf-16":
-            raise BadEncoding("declaration contradicts the bytes", declared=shown, detected="UTF-16")
+            raise BadEncoding("declaration contradicts the bytes", declared=shown,
+                              detected="UTF-16")
         if detected == "utf-8" and encoding != "utf-8":
             raise BadEncoding("declaration contradicts the byte-order mark", declared=shown,
                               detected="UTF-8")
@@ -217,9 +227,10 @@ def _check_encoding(data: bytes, limits: ParseLimits) -> str:
         try:
             data[bom:].decode("ascii" if encoding == "us-ascii" else "utf-8")
         except UnicodeDecodeError as exc:
+            offset = exc.start + bom
             raise BadEncoding(
                 "bytes are not valid " + encoding.upper(), declared=shown,
-                detected=f"invalid byte at offset {exc.start + bom}",
+                detected=f"invalid byte at offset {offset}", line=data.count(b"\n", 0, offset) + 1,
             ) from None
     return encoding
 
@@ -247,7 +258,7 @@ def _refuse_doctype(data: bytes, encoding: str) -> None:
             pos = end + 3
         elif text.startswith(b"<!", pos):
             # <!DOCTYPE (in any letter case a lax parser might accept) or any other declaration
-            raise ForbiddenDtd()
+            raise ForbiddenDtd(text.count(b"\n", 0, pos) + 1)
         else:
             return
 
@@ -271,11 +282,15 @@ _local = _ThreadParser()
 
 @lru_cache(maxsize=16)
 def _deeper_than(limit: int) -> etree.XPath:
-    # True if an element exists at depth limit+1; libxml2 walks only existing levels.
-    return etree.XPath("boolean(/" + "*/" * limit + "*)")
+    # The first element at depth limit+1, if any; libxml2 walks only existing levels.
+    return etree.XPath("(/" + "*/" * limit + "*)[1]")
 
 
 _COUNT = etree.XPath("count(//*)")
+_ERROR_NAMES: dict[int, str] = {
+    code: name for name, code in vars(etree.ErrorTypes).items()
+    if name.isupper() and isinstance(code, int)
+}
 
 
 def parse_xml(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> etree._ElementTree:
@@ -293,23 +308,26 @@ def parse_xml(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> etree._El
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
-        entry = exc.error_log.last_error if exc.error_log else None
-        type_name = entry.type_name if entry is not None else "ERR_SYNTAX"
-        line = entry.line if entry is not None else None
-        column = entry.column if entry is not None else None
-        if type_name in ("ERR_ENCODING_NAME", "ERR_UNSUPPORTED_ENCODING", "ERR_INVALID_CHAR"):
-            if type_name != "ERR_INVALID_CHAR":
-                raise BadEncoding("libxml2 refused the encoding") from None
+        # The exception carries this run's first fatal error (code, line, column); the
+        # parser's error log would also hold older runs of this thread-local parser.
+        type_name = _ERROR_NAMES.get(exc.code, "ERR_SYNTAX")  # type: ignore[attr-defined]
+        line: int | None = exc.lineno or None
+        column: int | None = exc.position[1] if exc.position else None
+        if type_name in ("ERR_ENCODING_NAME", "ERR_UNSUPPORTED_ENCODING"):
+            raise BadEncoding("libxml2 refused the encoding") from None
         if "DEPTH" in type_name or type_name == "ERR_RESOURCE_LIMIT":
-            raise TooDeep(limits.max_depth) from None
+            raise TooDeep(limits.max_depth, line) from None
         raise Malformed(line, column, type_name) from None
     tree = root.getroottree()
     if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
         raise ForbiddenDtd()  # backstop: the prolog scan should have caught it
     # Cheap bounds first: every element needs at least one '<'.
     markup = data.count(b"<")
-    if markup > limits.max_depth and _deeper_than(limits.max_depth)(tree):
-        raise TooDeep(limits.max_depth)
+    if markup > limits.max_depth:
+        too_deep = _deeper_than(limits.max_depth)(tree)
+        if isinstance(too_deep, list) and too_deep:
+            first = too_deep[0]
+            raise TooDeep(limits.max_depth, getattr(first, "sourceline", None))
     if markup > limits.max_elements:
         count = int(_COUNT(tree))  # type: ignore[arg-type]
         if count > limits.max_elements:

@@ -36,7 +36,6 @@ Rules (each one is visible through :meth:`SchemaRegistry.packages` and ``kcbus s
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 import threading
@@ -52,6 +51,7 @@ from lxml import etree
 
 from xoev._errors import ConfigurationError, PartnerFault
 from xoev._index import XS, Location, XsdFile, is_remote, scan_file
+from xoev._typemap import TypeWalker
 
 __all__ = [
     "CompileReport",
@@ -199,6 +199,7 @@ class _Compiled:
 
 _CACHE: dict[tuple[object, ...], _Compiled] = {}
 _DIAG_CACHE: dict[tuple[object, ...], xmlschema.XMLSchemaBase] = {}
+_WALKERS: dict[tuple[object, ...], TypeWalker] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -213,12 +214,24 @@ def _read_manifest(directory: Path) -> dict[str, object]:
         raise ConfigurationError(f"schema manifest {manifest}: {type(exc).__name__}") from exc
 
 
+_GENERIC_DIRS = frozenset({"xsd", "xsds", "schema", "schemas", "complete", "release", "src",
+                           "main", "resources", "normative", "cda", "infrastructure"})
+_VERSION_DIR = re.compile(r"v?\d+([._-]\d+)*")
+
+
 def _package_name(directory: Path, manifest: Mapping[str, object]) -> str:
+    """Manifest name, else the directory name, prefixed by parents while it is generic
+    (``xsd``, ``complete``, ``3.1.0``...): ``xbau-2.6/complete``, ``xdomea-3/xsd/3.1.0``."""
     name = manifest.get("name")
     if isinstance(name, str) and name:
         return name
-    parts = directory.resolve().parts
-    return "/".join(parts[-2:])
+    parts = list(directory.resolve().parts)
+    chosen = [parts.pop()]
+    while parts and len(chosen) < 3 and (
+        chosen[0].lower() in _GENERIC_DIRS or _VERSION_DIR.fullmatch(chosen[0])
+    ):
+        chosen.insert(0, parts.pop())
+    return "/".join(chosen)
 
 
 class _OfflineResolver(etree.Resolver):
@@ -232,13 +245,15 @@ class _OfflineResolver(etree.Resolver):
         self.generated = generated
         self.unresolved: list[str] = []
 
-    def resolve(self, system_url: str, public_id: str, context: object):  # type: ignore[no-untyped-def]
+    def resolve(  # type: ignore[override]
+        self, system_url: str, public_id: str, context: object
+    ) -> object:
         if system_url in self.generated:
             return self.resolve_string(self.generated[system_url], context, base_url=system_url)
         if is_remote(system_url):
             local = self.url_map.get(system_url)
             if local is not None:
-                return self.resolve_filename(str(local), context)
+                return self.resolve_filename(str(local), context)  # type: ignore[attr-defined]
             if system_url not in self.unresolved:
                 self.unresolved.append(system_url)
             return self.resolve_string(_empty_schema(self.url_namespaces.get(system_url)),
@@ -372,7 +387,7 @@ class SchemaRegistry:
         imported = {loc for f in package.files.values() for _, loc in f.imports
                     if isinstance(loc, Path)}
         imported |= {p for u, p in self._url_map.items()}
-        types = []
+        types: list[tuple[str | None, str]] = []
         for top in package.include_tops():
             if top in imported:
                 continue
@@ -391,7 +406,26 @@ class SchemaRegistry:
 
     def _entry(self, root: etree._Element) -> tuple[_Package, Path]:
         qname = etree.QName(root)
-        namespace, local = qname.namespace, qname.localname
+        return self._entry_for(qname.namespace, qname.localname, _hint(root, qname.namespace))
+
+    def entry_for_element(self, namespace: str | None, local: str) -> Path:
+        """The entry XSD file for a global element (no document hint)."""
+        return self._entry_for(namespace, local, None)[1]
+
+    def url_map(self) -> Mapping[str, Path]:
+        """Remote schemaLocation URLs and the local files they resolve to (offline)."""
+        return dict(self._url_map)
+
+    def message_types(self, package: str) -> tuple[tuple[str | None, str], ...]:
+        """(namespace, element) of the package's message types (see :class:`PackageInfo`)."""
+        for candidate in self._packages:
+            if candidate.name == package:
+                return tuple(sorted(self._message_types(candidate),
+                                    key=lambda item: (item[0] or "", item[1])))
+        raise KeyError(package)
+
+    def _entry_for(self, namespace: str | None, local: str,
+                   hint: str | None) -> tuple[_Package, Path]:
         package = self._owner.get(namespace)
         if package is None:
             raise NoSchema(local, namespace, namespace_known=False)
@@ -403,7 +437,6 @@ class SchemaRegistry:
                             if closure & declaring)
         if not candidates:  # declared only in files that form an include cycle
             candidates = sorted(declaring)
-        hint = _hint(root, namespace)
         return package, min(candidates, key=lambda path: (
             path not in package.entries,
             hint is None or path.name != hint,
@@ -450,7 +483,8 @@ class SchemaRegistry:
         files = {p: f for pkg in self._packages for p, f in pkg.files.items()}
         covered: set[Path] = set()
         for path in paths:
-            stack = [i for i in files[path].includes if isinstance(i, Path)] if path in files else []
+            xsd = files.get(path)
+            stack = [i for i in xsd.includes if isinstance(i, Path)] if xsd else []
             while stack:
                 current = stack.pop()
                 if current in covered or current not in files:
@@ -468,19 +502,19 @@ class SchemaRegistry:
         """Compile an entry file now (normally done lazily on first validation)."""
         return self._compiled(entry).report
 
-    def _compiled(self, entry: Path, *, defaults: bool = False) -> _Compiled:
-        key = (str(entry), self._url_key, defaults)
+    def _compiled(self, entry: Path) -> _Compiled:
+        key = (str(entry), self._url_key)
         compiled = _CACHE.get(key)
         if compiled is not None:
             return compiled
         with _CACHE_LOCK:
             compiled = _CACHE.get(key)
             if compiled is None:
-                compiled = self._compile(entry, defaults)
+                compiled = self._compile(entry)
                 _CACHE[key] = compiled
         return compiled
 
-    def _compile(self, entry: Path, defaults: bool) -> _Compiled:
+    def _compile(self, entry: Path) -> _Compiled:
         started = time.perf_counter()
         imports, xsd11, _ = self._closure(entry)
         multi = {ns: self._minimal(paths) for ns, paths in imports.items() if len(paths) > 1}
@@ -497,14 +531,14 @@ class SchemaRegistry:
         if multi:
             document, generated = _wrapper(entry, self._entry_namespace(entry), multi)
             resolver = self._resolver(generated)
-            schema, _ = _lxml_schema(document, resolver, entry, defaults)
+            schema, _ = _lxml_schema(document, resolver, entry)
             if schema is not None:
                 merged = tuple(sorted(ns or "" for ns in multi))
             else:
                 unmerged = tuple(sorted(ns or "" for ns in multi))
         if schema is None:
             resolver = self._resolver({})
-            schema, problems = _lxml_schema(None, resolver, entry, defaults)
+            schema, problems = _lxml_schema(None, resolver, entry)
             if schema is None:
                 raise SchemaCompileError(entry, problems, resolver.unresolved)
         assert resolver is not None
@@ -558,7 +592,7 @@ class SchemaRegistry:
         assert compiled.schema is not None
         with compiled.lock:  # the error log lives on the schema object
             valid = compiled.schema.validate(document)
-            log = [] if valid else list(compiled.schema.error_log)
+            log = [] if valid else list(compiled.schema.error_log)  # type: ignore[call-overload]
         issues = tuple(
             ValidationIssue(entry_.line or None, entry_.path or "/", redact(entry_.message))
             for entry_ in log[:MAX_ISSUES]
@@ -566,25 +600,41 @@ class SchemaRegistry:
         return ValidationResult(valid, issues, truncated=len(log) > MAX_ISSUES,
                                 **base)  # type: ignore[arg-type]
 
-    def with_schema_defaults(self, tree: etree._ElementTree | etree._Element) -> etree._Element:
-        """A copy of the document with the attributes the schema fixes or defaults filled in
-        (libxml2 attribute-default completion during validation). Used by the code-list check
-        for XÖV code-list types 2 and 3 (``listURI``/``listVersionID`` fixed in the schema)."""
+    def code_values(
+        self, tree: etree._ElementTree | etree._Element
+    ) -> list[tuple[etree._Element, str | None, str | None, str | None]]:
+        """(element, listURI, listVersionID, code) of every ``xoev-code:Code``-typed element:
+        the message's attribute, else the value the schema fixes or defaults (XÖV code-list
+        types 2 and 3). Elements are placed by their schema type, not by their look."""
         root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
         _, entry = self._entry(root)
-        compiled = self._compiled(entry, defaults=True)
-        copy = copy_tree(root)
-        if compiled.schema is not None:
-            with compiled.lock:
-                compiled.schema.validate(copy)
-        return copy.getroot()
+        _, xsd11, _ = self._closure(entry)
+        key = (str(entry), self._url_key, "walker")
+        walker = _WALKERS.get(key)
+        if walker is None:
+            walker = TypeWalker(self._xmlschema(entry, version="1.1" if xsd11 else "1.0"))
+            _WALKERS[key] = walker
+        values = []
+        for element, xsd_type in walker.iter_types(root):
+            attributes = getattr(xsd_type, "attributes", None)
+            if attributes is None or "listURI" not in attributes:
+                continue
+            if "listVersionID" not in attributes:
+                continue
+            uri = element.get("listURI") or _fixed(attributes["listURI"])
+            version = element.get("listVersionID") or _fixed(attributes["listVersionID"])
+            code_element = element.find("code")
+            code = code_element.text.strip() if code_element is not None and \
+                code_element.text else None
+            values.append((element, uri, version, code or None))
+        return values
 
     def diagnose(self, tree: etree._ElementTree | etree._Element) -> ValidationResult:
         """xmlschema's diagnostics (precise reasons), on demand. Never the reference verdict:
         on NeTEx, xmlschema rejects documents libxml2 accepts (key/keyref without version)."""
         root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
         package, entry = self._entry(root)
-        imports, xsd11, _ = self._closure(entry)
+        _, xsd11, _ = self._closure(entry)
         schema = self._xmlschema(entry, version="1.1" if xsd11 else "1.0")
         issues, truncated = _xmlschema_issues(schema, root.getroottree())
         qname = etree.QName(root)
@@ -592,9 +642,9 @@ class SchemaRegistry:
                                 qname.localname, entry, "xmlschema", truncated)
 
 
-def copy_tree(root: etree._Element) -> etree._ElementTree:
-    """Deep copy of a document (line numbers are kept by libxml2's node copy)."""
-    return copy.deepcopy(root.getroottree())
+def _fixed(attribute: object) -> str | None:
+    value = getattr(attribute, "fixed", None) or getattr(attribute, "default", None)
+    return str(value) if value else None
 
 
 def _hint(root: etree._Element, namespace: str | None) -> str | None:
@@ -631,8 +681,8 @@ def _wrapper(entry: Path, namespace: str | None,
     return document.encode(), generated
 
 
-def _lxml_schema(document: bytes | None, resolver: _OfflineResolver, entry: Path,
-                 defaults: bool) -> tuple[etree.XMLSchema | None, list[str]]:
+def _lxml_schema(document: bytes | None, resolver: _OfflineResolver,
+                 entry: Path) -> tuple[etree.XMLSchema | None, list[str]]:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              huge_tree=False)
     parser.resolvers.add(resolver)
@@ -643,7 +693,7 @@ def _lxml_schema(document: bytes | None, resolver: _OfflineResolver, entry: Path
             # A base URL of its own: the wrapper must not look like the entry it includes.
             base = entry.with_name(f".kcbus-wrapper-{entry.name}").as_uri()
             doc = etree.fromstring(document, parser, base_url=base).getroottree()
-        return etree.XMLSchema(doc, attribute_defaults=defaults), []
+        return etree.XMLSchema(doc), []
     except etree.XMLSchemaParseError as exc:
         problems = [" ".join(e.message.split())[:300] for e in exc.error_log
                     if e.level_name in ("ERROR", "FATAL")][:5]

@@ -7,8 +7,10 @@ document with German templates). Mapping:
 * message_type = ``code/@code`` (the LOINC document type, e.g. ``18842-5`` Entlassbrief)
 * created = ``effectiveTime/@value`` (HL7 ``TS``)
 * process_id = ``setId`` (the document series), revision = ``versionNumber/@value``
-* author = ``author/assignedAuthor/id`` (name: ``representedOrganization/name``, never the person)
-* readers = each ``informationRecipient/intendedRecipient`` (``id``, else ``receivedOrganization/id``)
+* author = ``author/assignedAuthor/id`` (name: ``representedOrganization/name``, never the
+  person's name)
+* readers = each ``informationRecipient/intendedRecipient`` (its ``id``, else
+  ``receivedOrganization/id``)
 * custodian = ``custodian/assignedCustodian/representedCustodianOrganization``
 * subject_ref = ``recordTarget/patientRole/id`` as ``root^extension``; the patient's name,
   birth date and address are never read.

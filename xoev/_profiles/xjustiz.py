@@ -34,7 +34,9 @@ def _party(informationen: etree._Element | None) -> Party | None:
         return None
     safe = text(child(informationen, "routingInformationAusSafeverzeichnis"))
     choice = child(informationen, "auswahl_kommunikationspartner")
-    chosen = next(iter(choice.iterchildren(tag=etree.Element)), None) if choice is not None else None
+    chosen = None
+    if choice is not None:
+        chosen = next(choice.iterchildren(tag=etree.Element), None)
     name = None
     kennung = None
     kind = None
