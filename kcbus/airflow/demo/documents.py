@@ -156,7 +156,12 @@ def entlassbrief(
     *, document_id: str, set_id: str, created: datetime, hospital: Office, practice: Office,
     patient_number: int, version: int = 1,
 ) -> bytes:
-    """A discharge letter as HL7 CDA R2 (LOINC 18842-5 "Discharge summary")."""
+    """A discharge letter as HL7 CDA R2 (LOINC 18842-5 "Discharge summary").
+
+    Author and recipient are identified by their institution IDs (``Office.verzeichnisdienst``
+    is the OID of the ID system, e.g. 1.2.276.0.76.4.5 for German IK numbers, ``kennung`` the
+    ID): that is what the bus matches against its partner registry. Patient data is synthetic.
+    """
     text = f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3">
   <realmCode code="DE"/>
@@ -183,7 +188,7 @@ def entlassbrief(
   <author>
     <time value="{_hl7_ts(created)}"/>
     <assignedAuthor>
-      <id root="1.2.276.0.76.4.16" extension="{hospital.kennung}-arzt-1"/>
+      <id root="{escape(hospital.verzeichnisdienst)}" extension="{escape(hospital.kennung)}"/>
       <assignedPerson>
         <name><prefix>Dr. med.</prefix><given>Anna</given><family>Beispiel</family></name>
       </assignedPerson>
@@ -193,14 +198,14 @@ def entlassbrief(
   <custodian>
     <assignedCustodian>
       <representedCustodianOrganization>
-        <id root="1.2.276.0.76.4.5" extension="{escape(hospital.kennung)}"/>
+        <id root="{escape(hospital.verzeichnisdienst)}" extension="{escape(hospital.kennung)}"/>
         <name>{escape(hospital.name)}</name>
       </representedCustodianOrganization>
     </assignedCustodian>
   </custodian>
   <informationRecipient>
     <intendedRecipient>
-      <id root="1.2.276.0.76.4.5" extension="{escape(practice.kennung)}"/>
+      <id root="{escape(practice.verzeichnisdienst)}" extension="{escape(practice.kennung)}"/>
       <receivedOrganization><name>{escape(practice.name)}</name></receivedOrganization>
     </intendedRecipient>
   </informationRecipient>
