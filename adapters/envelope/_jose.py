@@ -92,29 +92,52 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
 _SHA512 = hashes.SHA512()
 
 
-def b64e(data: bytes | bytearray | memoryview) -> bytes:
+_VALUE: Final = {
+    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
+_PAD: Final = (b"", b"===", b"==", b"=")
+# Unused low bits of the last character (must be zero): 4 bits when len % 4 == 2, 2 when 3.
+_UNUSED_BITS: Final = (0, 0, 0x0F, 0x03)
+
+Buffer = bytes | bytearray | memoryview
+
+
+def b64e(data: Buffer) -> bytes:
     """base64url without padding (RFC 7515 §2)."""
     return pybase64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def b64d(data: bytes | memoryview, part: str) -> bytes:
+def b64d(data: Buffer, part: str) -> bytes:
     """Strict base64url decoding; anything non-canonical is :class:`Malformed`."""
-    raw = bytes(data)
+    n = len(data)
+    rem = n % 4
+    raw: bytes | bytearray
+    if rem == 0 and isinstance(data, bytes):
+        raw = data
+    else:
+        raw = bytearray(n + len(_PAD[rem]))  # one copy, padding included
+        raw[:n] = data
+        raw[n:] = _PAD[rem]
+    # pybase64 with altchars also accepts '+' and '/', and ignores non-zero trailing bits:
+    # refuse both, so each envelope has exactly one encoding (RFC 4648 §3.5).
+    if (
+        raw.find(b"+", 0, n) >= 0
+        or raw.find(b"/", 0, n) >= 0
+        or raw.find(b"=", 0, n) >= 0
+        or (rem and _VALUE.get(raw[n - 1], 0) & _UNUSED_BITS[rem])
+    ):
+        raise Malformed(part, detail="non-canonical base64url")
     try:
-        out = pybase64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+        return pybase64.b64decode(raw, altchars=b"-_", validate=True)
     except ValueError:
         raise Malformed(part, detail="bad base64url") from None
-    # pybase64 accepts '+', '/' and non-zero trailing bits; re-encoding rules both out.
-    if b64e(out) != raw:
-        raise Malformed(part, detail="non-canonical base64url")
-    return out
 
 
 def _json_b64(obj: Mapping[str, object]) -> bytes:
     return b64e(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def _header(segment: bytes, part: str) -> JSON:
+def _header(segment: Buffer, part: str) -> JSON:
     if len(segment) > MAX_HEADER:
         raise Malformed(part, detail="protected header too large")
     try:
@@ -134,19 +157,19 @@ def _header(segment: bytes, part: str) -> JSON:
 
 def sign_compact(header: Mapping[str, object], payload: bytes, key: SignKey) -> bytes:
     """JWS compact serialization (RFC 7515 §7.1); ``header["alg"]`` must match ``key``."""
-    signing_input = _json_b64(header) + b"." + b64e(payload)
+    signing_input = b".".join((_json_b64(header), b64e(payload)))
     if isinstance(key, Ed25519PrivateKey):
         signature = key.sign(signing_input)
     else:
         signature = key.sign(signing_input, _PSS, _SHA512)
-    return signing_input + b"." + b64e(signature)
+    return b".".join((signing_input, b64e(signature)))
 
 
 @dataclass(frozen=True, slots=True)
 class JwsParts:
     header: JSON
-    signing_input: bytes
-    payload_b64: bytes
+    signing_input: memoryview
+    payload_b64: memoryview
     signature: bytes
 
     @property
@@ -168,12 +191,12 @@ def parse_jws(token: bytes) -> JwsParts:
     last = token.rfind(b".")
     if first < 0 or first == last:
         raise Malformed("signature", detail="not a compact JWS")
-    header = _header(token[:first], "header")
+    view = memoryview(token)
     return JwsParts(
-        header=header,
-        signing_input=token[:last],
-        payload_b64=token[first + 1 : last],
-        signature=b64d(token[last + 1 :], "signature"),
+        header=_header(view[:first], "header"),
+        signing_input=view[:last],
+        payload_b64=view[first + 1 : last],
+        signature=b64d(view[last + 1 :], "signature"),
     )
 
 
@@ -184,7 +207,7 @@ def verify(parts: JwsParts, key: VerifyKey) -> None:
         if isinstance(key, Ed25519PublicKey) and alg in ("Ed25519", "EdDSA"):
             key.verify(parts.signature, parts.signing_input)
         elif isinstance(key, RSAPublicKey) and alg == "PS512":
-            key.verify(parts.signature, parts.signing_input, _PSS, _SHA512)
+            key.verify(parts.signature, bytes(parts.signing_input), _PSS, _SHA512)
         else:
             raise UnsupportedAlgorithm(alg)
     except InvalidSignature:
@@ -227,17 +250,17 @@ def encrypt_compact(header: Mapping[str, object], plaintext: bytes, key: Encrypt
         encrypted_key = key.encrypt(cek, _OAEP)
     aad = _json_b64(protected)
     iv = os.urandom(12)
-    sealed = AESGCM(cek).encrypt(iv, plaintext, aad)
+    sealed = memoryview(AESGCM(cek).encrypt(iv, plaintext, aad))
     return b".".join((aad, b64e(encrypted_key), b64e(iv), b64e(sealed[:-16]), b64e(sealed[-16:])))
 
 
 @dataclass(frozen=True, slots=True)
 class JweParts:
     header: JSON
-    aad: bytes
+    aad: memoryview
     encrypted_key: bytes
     iv: bytes
-    ciphertext_b64: bytes
+    ciphertext_b64: memoryview
     tag: bytes
 
     @property
@@ -252,9 +275,17 @@ class JweParts:
 
 
 def parse_jwe(token: bytes) -> JweParts:
-    segments = token.split(b".")
-    if len(segments) != 5:
+    dots = [-1]
+    for _ in range(4):
+        dot = token.find(b".", dots[-1] + 1)
+        if dot < 0:
+            raise Malformed("jwe", detail="not a compact JWE")
+        dots.append(dot)
+    if token.find(b".", dots[-1] + 1) >= 0:
         raise Malformed("jwe", detail="not a compact JWE")
+    dots.append(len(token))
+    view = memoryview(token)
+    segments = [view[dots[i] + 1 : dots[i + 1]] for i in range(5)]
     header = _header(segments[0], "jwe")
     if header.get("enc") != ENC:
         raise UnsupportedAlgorithm(str(header.get("enc")))

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -151,6 +152,7 @@ class Keystore:
         self._public: dict[str, VerifyKey | EncryptKey] = {}
         self._private: dict[str, SignKey | DecryptKey] = {}
         self._stamp: tuple[int, int] | None = None
+        self._checked = float("-inf")
         self.refresh()
 
     def __repr__(self) -> str:
@@ -175,8 +177,13 @@ class Keystore:
                 stamps.append(0)
         return stamps[0], stamps[1]
 
-    def refresh(self) -> None:
-        """Reload the key index if another process changed the keystore."""
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload the key index if another process changed the keystore. Looks at most once
+        a second unless ``force``d (a miss on a kid or partner forces a look)."""
+        checked = time.monotonic()
+        if not force and checked - self._checked < 1.0:
+            return
+        self._checked = checked
         stamp = self._current_stamp()
         if stamp == self._stamp:
             return
@@ -205,12 +212,12 @@ class Keystore:
         self._entries, self._by_kid, self._stamp = entries, by_kid, stamp
 
     def partners(self) -> list[str]:
-        self.refresh()
+        self.refresh(force=True)
         return sorted(self._entries)
 
     def keys(self, partner: str | None = None) -> list[KeyInfo]:
         """Key facts, newest first per partner."""
-        self.refresh()
+        self.refresh(force=True)
         if partner is not None and partner not in self._entries:
             raise NoSuchPartner(partner)
         names = [partner] if partner is not None else sorted(self._entries)
@@ -221,7 +228,7 @@ class Keystore:
         return out
 
     def key(self, kid: str) -> KeyInfo | None:
-        self.refresh()
+        self.refresh(force=True)
         entry = self._by_kid.get(kid)
         return None if entry is None else entry.info
 
@@ -230,12 +237,12 @@ class Keystore:
         return self._pick(partner, "sig", now, private=False).info.profile
 
     def is_own(self, partner: str) -> bool:
-        self.refresh()
+        self.refresh(force=True)
         return any(e.info.private for e in self._entries.get(partner, ()))
 
     def export_public(self, partner: str) -> JSON:
         """The partner's public JWK set, with validity and revocations, as JSON."""
-        self.refresh()
+        self.refresh(force=True)
         if partner not in self._entries:
             raise NoSuchPartner(partner)
         return {"keys": [dict(e.jwk) for e in self._entries[partner]]}
@@ -245,7 +252,7 @@ class Keystore:
     def _pick(self, partner: str, use: Use, now: datetime, *, private: bool) -> _Entry:
         entries = self._entries.get(partner)
         if entries is None:
-            self.refresh()
+            self.refresh(force=True)
             entries = self._entries.get(partner)
             if entries is None:
                 raise NoSuchPartner(partner)
@@ -293,7 +300,7 @@ class Keystore:
     def _lookup(self, kid: str) -> _Entry | None:
         entry = self._by_kid.get(kid)
         if entry is None:
-            self.refresh()
+            self.refresh(force=True)
             entry = self._by_kid.get(kid)
         return entry
 
@@ -397,12 +404,12 @@ class Keystore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._stamp = None
-                self.refresh()
+                self.refresh(force=True)
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 self._stamp = None
-                self.refresh()
+                self.refresh(force=True)
 
     def _save_public(self, partner: str, jwks: Sequence[JSON]) -> None:
         self._partners_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ All frozen; their ``repr`` shows IDs, names, sizes and digests, never message co
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -169,7 +170,11 @@ class OpenedEnvelope:
     encryption_kid: str
     manifest: tuple[ManifestEntry, ...]
     attachments: tuple[OpenedAttachment, ...]
-    message_sha256: str
+
+    @property
+    def message_sha256(self) -> str:
+        """SHA-256 (hex) of the message, computed when asked for."""
+        return hashlib.sha256(self.message).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,13 @@ class SealedEnvelope:
 
     def data(self) -> bytes:
         """The whole envelope in memory (for envelopes with big attachments use write_to)."""
-        return b"".join(bytes(p) for p in self._pieces())
+        if self.is_compact:
+            (token,) = self._pieces()
+            return bytes(token)
+        out = bytearray()
+        for piece in self._pieces():  # pieces may reuse one buffer: copy each as it comes
+            out += piece
+        return bytes(out)
 
     def write_to(self, out: BinaryIO) -> int:
         written = 0
