@@ -25,6 +25,8 @@ indices, never message content or key material.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from xoev import ConfigurationError, PartnerFault
 
 __all__ = [
@@ -64,6 +66,7 @@ class Tampered(EnvelopeRejected):
     """
 
     reason_code = "envelope-tampered"
+    _phrase: ClassVar[str] = "fails its integrity check"
 
     def __init__(
         self,
@@ -79,7 +82,7 @@ class Tampered(EnvelopeRejected):
             where += f" {attachment}"
         if chunk is not None:
             where += f" chunk {chunk}"
-        text = f"envelope rejected: {where} fails its integrity check"
+        text = f"envelope rejected: {where} {self._phrase}"
         if detail:
             text += f": {detail}"
         super().__init__(text, envelope_id=envelope_id)
@@ -92,6 +95,7 @@ class Malformed(Tampered):
     """The bytes are not a kcbus envelope at all, or its framing/encoding is broken."""
 
     reason_code = "envelope-malformed"
+    _phrase: ClassVar[str] = "is malformed"
 
 
 class Truncated(EnvelopeRejected):

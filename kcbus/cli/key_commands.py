@@ -1,0 +1,340 @@
+"""``kcbus keys …``, ``kcbus seal`` and ``kcbus open``: the partner's envelope toolkit.
+
+    kcbus keys new     --partner ID --profile modern|fitconnect [--rsa-bits 4096] [--valid-days N]
+    kcbus keys export  --partner ID [-o FILE]            public JWK set (stdout by default)
+    kcbus keys import  --partner ID FILE                 a partner's public JWK set
+    kcbus keys rotate  --partner ID [--overlap-days 14] [--not-before ISO-TIME]
+    kcbus keys revoke  --partner ID --kid KID [--reason TEXT]
+    kcbus keys list    [--partner ID] [--json]
+    kcbus seal --from ID --to ID MESSAGE [--attach FILE]... [--via BUS] -o ENVELOPE
+    kcbus open ENVELOPE -o DIR [--label] [--max-age-hours H] [--json]
+
+Every command takes ``--keystore DIR`` (default: ``$KCBUS_KEYSTORE``). The passphrase of the
+private keys comes from ``$KCBUS_KEYSTORE_PASSPHRASE`` or a prompt. Exit codes: 0 done,
+1 envelope rejected (tampered, not for us, expired, …), 2 usage or keystore problem.
+``open`` writes nothing unless the whole envelope verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import mimetypes
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from adapters.envelope import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_OVERLAP,
+    Attachment,
+    KeyInfo,
+    Keystore,
+    KeystoreError,
+    RoutingLabel,
+    open_envelope,
+    open_label,
+    seal,
+)
+
+__all__ = ["register"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+KEYSTORE_ENV = "KCBUS_KEYSTORE"
+
+
+def _keystore_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--keystore", metavar="DIR", type=Path,
+                        default=os.environ.get(KEYSTORE_ENV) or None,
+                        help=f"keystore directory (default: ${KEYSTORE_ENV})")
+    return parent
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = _keystore_options()
+    keys = subparsers.add_parser("keys", help="manage envelope keys (ours and partners')",
+                                 description="Manage the keystore: identities, partner keys.")
+    actions = keys.add_subparsers(dest="keys_command", required=True,
+                                  parser_class=type(keys))
+
+    new = actions.add_parser("new", parents=[common], help="create signing + encryption keys")
+    new.add_argument("--partner", required=True, help="our identity (partner ID)")
+    new.add_argument("--profile", required=True, choices=["modern", "fitconnect"])
+    new.add_argument("--rsa-bits", type=int, choices=[3072, 4096], default=4096,
+                     help="RSA key size for fitconnect (FIT-Connect requires 4096)")
+    new.add_argument("--valid-days", type=int, default=730, help="validity (default 730 days)")
+    new.set_defaults(handler=_one_line(_keys_new))
+
+    export = actions.add_parser("export", parents=[common], help="print a public JWK set")
+    export.add_argument("--partner", required=True)
+    export.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    export.set_defaults(handler=_one_line(_keys_export))
+
+    imp = actions.add_parser("import", parents=[common], help="import a partner's public keys")
+    imp.add_argument("--partner", required=True)
+    imp.add_argument("file", metavar="FILE", type=Path, help="JWK set (JSON)")
+    imp.set_defaults(handler=_one_line(_keys_import))
+
+    rotate = actions.add_parser("rotate", parents=[common],
+                                help="new keys; old ones stay valid for an overlap")
+    rotate.add_argument("--partner", required=True)
+    rotate.add_argument("--overlap-days", type=float,
+                        default=DEFAULT_OVERLAP.total_seconds() / 86400)
+    rotate.add_argument("--not-before", type=_aware_time, metavar="ISO-TIME",
+                        help="activate the new keys later (pre-stage a rotation)")
+    rotate.add_argument("--profile", choices=["modern", "fitconnect"],
+                        help="switch profile with the rotation")
+    rotate.add_argument("--rsa-bits", type=int, choices=[3072, 4096], default=4096)
+    rotate.set_defaults(handler=_one_line(_keys_rotate))
+
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key")
+    revoke.add_argument("--partner", required=True)
+    revoke.add_argument("--kid", required=True)
+    revoke.add_argument("--reason", default="unspecified")
+    revoke.set_defaults(handler=_one_line(_keys_revoke))
+
+    listing = actions.add_parser("list", parents=[common], help="list keys and their status")
+    listing.add_argument("--partner")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_one_line(_keys_list))
+
+    sealer = subparsers.add_parser("seal", parents=[common], help="seal a message",
+                                   description="Sign with --from's key, encrypt for --to.")
+    sealer.add_argument("--from", dest="sender", required=True, metavar="ID")
+    sealer.add_argument("--to", dest="recipient", required=True, metavar="ID")
+    sealer.add_argument("message", metavar="MESSAGE", type=Path)
+    sealer.add_argument("--attach", action="append", default=[], type=Path, metavar="FILE")
+    sealer.add_argument("--via", metavar="BUS",
+                        help="end-to-end: content for --to, a routing label for BUS")
+    sealer.add_argument("--media-type", default=None, help="media type of MESSAGE")
+    sealer.add_argument("-o", "--output", required=True, type=Path, metavar="ENVELOPE")
+    sealer.set_defaults(handler=_one_line(_seal))
+
+    opener = subparsers.add_parser("open", parents=[common], help="open and verify an envelope",
+                                   description="Verify and decrypt; write message and "
+                                   "attachments only if everything checks out.")
+    opener.add_argument("envelope", metavar="ENVELOPE", type=Path)
+    opener.add_argument("-o", "--output", type=Path, metavar="DIR",
+                        help="folder for the message and attachments")
+    opener.add_argument("--label", action="store_true",
+                        help="open only the routing label (the bus's view of end-to-end mode)")
+    opener.add_argument("--max-age-hours", type=float,
+                        default=DEFAULT_MAX_AGE.total_seconds() / 3600)
+    opener.add_argument("--json", action="store_true")
+    opener.set_defaults(handler=_one_line(_open))
+
+
+def _one_line(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """File-system errors become one line and exit 2 (kcbus.cli.main prints KcbusErrors)."""
+
+    @functools.wraps(handler)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise KeystoreError(f"{exc.strerror or type(exc).__name__}:{where}") from exc
+
+    return wrapper
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _open_keystore(args: argparse.Namespace) -> Keystore:
+    if args.keystore is None:
+        raise KeystoreError(f"no keystore: pass --keystore DIR or set ${KEYSTORE_ENV}")
+    return Keystore(args.keystore)
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_json(info: KeyInfo, now: datetime) -> dict[str, object]:
+    return {
+        "partner": info.partner, "kid": info.kid, "use": info.use, "alg": info.alg,
+        "profile": info.profile, "status": info.status(now), "private": info.private,
+        "not_before": _time(info.not_before), "expires": _time(info.expires),
+        "revoked_at": None if info.revoked_at is None else _time(info.revoked_at),
+    }
+
+
+def _print_keys(infos: list[KeyInfo], now: datetime) -> None:
+    for info in infos:
+        holder = "private" if info.private else "public"
+        print(f"{info.partner}  {info.use}  {info.alg:<14} {info.kid}  {info.status(now):<8} "
+              f"{_time(info.not_before)} .. {_time(info.expires)}  {holder}")
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    infos = store.create_identity(args.partner, args.profile, now=now,
+                                  valid_for=timedelta(days=args.valid_days),
+                                  rsa_bits=args.rsa_bits)
+    _print_keys(infos, now)
+    return EXIT_OK
+
+
+def _keys_export(args: argparse.Namespace) -> int:
+    text = json.dumps(_open_keystore(args).export_public(args.partner), indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+    return EXIT_OK
+
+
+def _keys_import(args: argparse.Namespace) -> int:
+    try:
+        jwks = json.loads(args.file.read_bytes())
+    except OSError as exc:
+        raise KeystoreError(f"cannot read {args.file}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise KeystoreError(f"{args.file} is not JSON") from exc
+    if not isinstance(jwks, dict):
+        raise KeystoreError(f"{args.file} is not a JWK set")
+    store, now = _open_keystore(args), _now()
+    _print_keys(store.import_public(args.partner, jwks, now=now), now)
+    return EXIT_OK
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    infos = store.rotate(args.partner, now=now, overlap=timedelta(days=args.overlap_days),
+                         not_before=args.not_before, profile=args.profile,
+                         rsa_bits=args.rsa_bits)
+    _print_keys(infos, now)
+    return EXIT_OK
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    _print_keys([store.revoke(args.partner, args.kid, now=now, reason=args.reason)], now)
+    return EXIT_OK
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    infos = store.keys(args.partner)
+    if args.json:
+        print(json.dumps([_key_json(i, now) for i in infos], indent=2))
+    else:
+        _print_keys(infos, now)
+    return EXIT_OK
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeystoreError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def _seal(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    message = _read(args.message, "message")
+    label: RoutingLabel | None = None
+    if args.via is not None:
+        # The label carries header facts only: read them with the hardened xoev parser.
+        from xoev import parse_xml, read_header
+
+        label = RoutingLabel.from_header(read_header(parse_xml(message)))
+    media_type = args.media_type or mimetypes.guess_type(args.message.name)[0] or "application/xml"
+    for path in args.attach:
+        if not path.is_file():
+            raise KeystoreError(f"attachment {path} is not a file")
+    sealed = seal(message, sender=args.sender, recipient=args.recipient, keystore=store,
+                  now=now, attachments=[Attachment(p) for p in args.attach],
+                  media_type=media_type, via=args.via, label=label)
+    try:
+        size = sealed.save(args.output)
+    except OSError as exc:
+        raise KeystoreError(f"cannot write {args.output}: {exc.strerror}") from exc
+    kind = "compact JWE" if sealed.is_compact else "container"
+    print(f"sealed envelope {sealed.envelope_id} from {sealed.sender} for {sealed.recipient}"
+          f"{'' if args.via is None else f' via {args.via}'}: {args.output} "
+          f"({size} bytes, {kind}, {len(sealed.manifest)} attachments)")
+    print(f"signing key     {sealed.signing_kid}")
+    print(f"encryption key  {sealed.encryption_kid}")
+    return EXIT_OK
+
+
+def _message_name(media_type: str) -> str:
+    if media_type in ("application/xml", "text/xml") or media_type.endswith("+xml"):
+        return "message.xml"
+    return "message" + (mimetypes.guess_extension(media_type) or ".bin")
+
+
+def _open(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    if not args.envelope.is_file():
+        raise KeystoreError(f"no envelope at {args.envelope}")
+    max_age = timedelta(hours=args.max_age_hours)
+    if args.label:
+        opened_label = open_label(args.envelope, keystore=store, now=now, replay_guard=None,
+                                  max_age=max_age)
+        facts = {
+            "envelope_id": opened_label.envelope_id, "sender": opened_label.sender,
+            "recipient": opened_label.recipient, "bus": opened_label.bus,
+            "created": _time(opened_label.created), "signing_kid": opened_label.signing_kid,
+            "encryption_kid": opened_label.encryption_kid,
+            "content_sha256": opened_label.content_sha256,
+            "attachments": opened_label.attachment_count, **opened_label.label.to_json(),
+        }
+        if args.json:
+            print(json.dumps(facts, indent=2))
+        else:
+            for name, value in facts.items():
+                print(f"{name:<15} {value}")
+        return EXIT_OK
+    if args.output is None:
+        raise KeystoreError("pass -o DIR: the folder for the message and attachments")
+    out: Path = args.output
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KeystoreError(f"{out} is not an empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    opened = open_envelope(args.envelope, keystore=store, now=now, replay_guard=None,
+                           attachments_dir=out, max_age=max_age)
+    target = out / _message_name(opened.media_type)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(opened.message)
+    report = {
+        "envelope_id": opened.envelope_id, "created": _time(opened.created),
+        "sender": opened.sender, "signing_kid": opened.signing_kid,
+        "recipient": opened.recipient, "encryption_kid": opened.encryption_kid,
+        "message": {"path": str(target), "media_type": opened.media_type,
+                    "size": len(opened.message), "sha256": opened.message_sha256},
+        "attachments": [
+            {"path": str(a.path), "name": a.entry.name, "media_type": a.entry.media_type,
+             "size": a.entry.size, "sha256": a.entry.sha256}
+            for a in opened.attachments
+        ],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"envelope        {opened.envelope_id}  created {_time(opened.created)}")
+    print(f"sender          {opened.sender}  (signing key {opened.signing_kid})")
+    print(f"recipient       {opened.recipient}  (encryption key {opened.encryption_kid})")
+    print(f"message         {target}  {len(opened.message)} bytes  "
+          f"sha256 {opened.message_sha256}")
+    for item in opened.attachments:
+        print(f"attachment      {item.path}  {item.entry.size} bytes  "
+              f"sha256 {item.entry.sha256}  {item.entry.media_type}")
+    return EXIT_OK
