@@ -101,13 +101,55 @@ class _LazyStore:
         return self._store
 
 
-def _default_factory(settings: Callable[[], UiSettings]) -> Callable[[], MessageStore]:
-    def build() -> MessageStore:
+class _Context:
+    """What the routes share: settings (read on first use) and the store (built on first use).
+    Kept on ``app.state`` so the dependencies below can be module-level (FastAPI resolves
+    annotations from module globals)."""
+
+    def __init__(
+        self, settings: UiSettings | None, store: Callable[[], MessageStore] | None
+    ) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self.store = _LazyStore(store or self._ledger_store)
+
+    @property
+    def settings(self) -> UiSettings:
+        if self._settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = UiSettings.from_airflow()
+        return self._settings
+
+    def _ledger_store(self) -> MessageStore:
         from kcbus.airflow.ui._ledger_store import LedgerStore
 
-        return LedgerStore.from_settings(settings())
+        return LedgerStore.from_settings(self.settings)
 
-    return build
+
+def _context(request: Request) -> _Context:
+    context: _Context = request.app.state.kcbus
+    return context
+
+
+async def _operator(
+    request: Request, user: Annotated[BaseUser, Depends(airflow_user)]
+) -> Operator:
+    # Built per request: the DAG-id template comes from settings read on first use.
+    operator = Operator(user=user, dag_id_template=_context(request).settings.dag_id_template)
+    operator.require_read()
+    return operator
+
+
+def _store(request: Request) -> MessageStore:
+    try:
+        return _context(request).store()
+    except ConfigurationError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+OperatorDep = Annotated[Operator, Depends(_operator)]
+StoreDep = Annotated[MessageStore, Depends(_store)]
 
 
 def create_app(
@@ -116,20 +158,10 @@ def create_app(
 ) -> FastAPI:
     """The kcbus operator app. Without arguments, settings come from Airflow's ``[kcbus]``
     section and the ledger store is built on the first request."""
-    settings_cell: list[UiSettings] = [settings] if settings is not None else []
+    context = _Context(settings, store)
 
     def get_settings() -> UiSettings:
-        if not settings_cell:
-            settings_cell.append(UiSettings.from_airflow())
-        return settings_cell[0]
-
-    lazy_store = _LazyStore(store or _default_factory(get_settings))
-
-    def get_store() -> MessageStore:
-        try:
-            return lazy_store()
-        except ConfigurationError as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+        return context.settings
 
     app = FastAPI(
         title="kcbus operator API",
@@ -139,6 +171,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    app.state.kcbus = context
 
     @app.exception_handler(KcbusError)
     async def _kcbus_error(request: Request, exc: KcbusError) -> JSONResponse:
@@ -151,15 +184,6 @@ def create_app(
         else:
             code = status.HTTP_409_CONFLICT
         return JSONResponse({"detail": str(exc)}, status_code=code)
-
-    async def operator(user: Annotated[BaseUser, Depends(airflow_user)]) -> Operator:
-        # Built per request: the DAG-id template comes from settings read on first use.
-        op = Operator(user=user, dag_id_template=get_settings().dag_id_template)
-        op.require_read()
-        return op
-
-    OperatorDep = Annotated[Operator, Depends(operator)]
-    StoreDep = Annotated[MessageStore, Depends(get_store)]
 
     # ------------------------------------------------------------------------------- page
 

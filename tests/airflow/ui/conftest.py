@@ -1,0 +1,48 @@
+"""Fixtures of the operator-view tests: a real Airflow API server with the kcbus plugin, reading
+a real ledger (SQLite) that the tests write through the ledger's own API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kcbus.ledger import Ledger
+from tests.airflow.ui._airflow_server import AirflowServer, airflow_api_server
+from tests.servers._process import ServerStartError
+
+#: Flows whose full-inspection content the server's operators may look at.
+CONTENT_FLOW = "kommunen"
+
+
+@dataclass(frozen=True)
+class UiWorld:
+    server: AirflowServer
+    ledger: Ledger
+    home: Path
+
+
+@pytest.fixture(scope="session")
+def ui_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiWorld]:
+    home = Path(tmp_path_factory.mktemp("airflow-ui-home"))
+    ledger_url = f"sqlite:///{home / 'ledger.sqlite'}"
+    ledger = Ledger(ledger_url, keys=home / "ledger.keys")
+    env = {
+        "AIRFLOW__KCBUS__LEDGER_URL": ledger_url,
+        "KCBUS_LEDGER_KEYS": str(home / "ledger.keys"),
+        "AIRFLOW__KCBUS__UI_SHOW_CONTENT": CONTENT_FLOW,
+    }
+    try:
+        with airflow_api_server(home / "airflow", env) as server:
+            yield UiWorld(server=server, ledger=ledger, home=home)
+    except ServerStartError as exc:
+        pytest.fail(f"cannot start the Airflow API server: {exc}", pytrace=False)
+    finally:
+        ledger.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_api(ui_world: UiWorld) -> AirflowServer:
+    return ui_world.server
