@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, ClassVar, Protocol, runtime_checkable
+from typing import BinaryIO, ClassVar, Protocol, Self, runtime_checkable
 
 __all__ = ["CHUNK_SIZE", "Delivery", "Outbound", "Transport", "copy_stream"]
 
@@ -138,7 +138,7 @@ class Transport(Protocol):
         """Release what is still held and free connections; idempotent."""
         ...
 
-    def __enter__(self) -> Transport: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
@@ -150,7 +150,7 @@ class TransportBase:
     def close(self) -> None:  # pragma: no cover - every adapter overrides
         raise NotImplementedError
 
-    def __enter__(self) -> TransportBase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -368,6 +368,13 @@ class DropBox:
             self.fs.rename(path, target)
         return target
 
+    def known(self, name: str) -> bool:
+        """Whether ``name`` is pending, claimed by any worker, done or failed here."""
+        places = [self.dir, self.done, self.failed]
+        places += [posixpath.join(self._join(".claimed"), w.name)
+                   for w in self.fs.list(self._join(".claimed")) if not w.is_file]
+        return any(self.fs.size(posixpath.join(p, name)) is not None for p in places)
+
     # -- recovery --------------------------------------------------------------------------
 
     def recover(self) -> int:

@@ -54,7 +54,7 @@ from adapters.transport._errors import (
 )
 from adapters.transport._options import Options, merge_query
 
-__all__ = ["FileDropTransport", "LocalFileSystem"]
+__all__ = ["FileDropTransport", "LocalFileSystem", "pid_alive"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -191,7 +191,7 @@ class FileDropTransport(TransportBase):
         self.box = DropBox(LocalFileSystem(fsync=fsync), str(directory),
                            settings or DropSettings(),
                            transport=self.scheme, peer=peer, framed=framed,
-                           pid_alive=_pid_alive)
+                           pid_alive=pid_alive)
         self._closed = False
         _translated(self.box.prepare)()
 
@@ -243,7 +243,8 @@ class FileDropTransport(TransportBase):
             self.box.release_all()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (claims of dead workers come back)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
