@@ -9,7 +9,9 @@
     │   ├── UnknownReader                unknown-reader
     │   ├── TestToProduction             test-to-production
     │   ├── DuplicateMessage             duplicate (status DUPLICATE, not REJECTED)
-    │   └── SchemaInvalid                schema-invalid (carries line + XPath)
+    │   ├── InspectionMismatch           inspection-mismatch (sealing ≠ route's mode)
+    │   ├── SchemaInvalid                schema-invalid (carries line + XPath)
+    │   └── CodeInvalid                  code-invalid (carries line + XPath)
     ├── TransientFault
     │   └── LedgerUnavailable            the database is down or busy
     ├── ConfigurationError
@@ -29,9 +31,11 @@ from pathlib import Path
 from xoev import ConfigurationError, KcbusError, PartnerFault, TransientFault
 
 __all__ = [
+    "CodeInvalid",
     "ConfigError",
     "ContentKeyMissing",
     "DuplicateMessage",
+    "InspectionMismatch",
     "LedgerError",
     "LedgerUnavailable",
     "NoRoute",
@@ -164,6 +168,25 @@ class DuplicateMessage(_Rejection):
 
 class SchemaInvalid(_Rejection):
     reason_code = "schema-invalid"
+
+    def __init__(self, message: str, *, line: int | None = None, xpath: str | None = None) -> None:
+        self.line = line
+        self.xpath = xpath
+        super().__init__(message)
+
+
+class InspectionMismatch(_Rejection):
+    reason_code = "inspection-mismatch"
+
+    def __init__(self, route: str, inspection: str) -> None:
+        self.route = route
+        self.inspection = inspection
+        sealed = "with a routing label" if inspection == "full" else "for the bus"
+        super().__init__(f"route {route} is {inspection}, but the envelope is sealed {sealed}")
+
+
+class CodeInvalid(_Rejection):
+    reason_code = "code-invalid"
 
     def __init__(self, message: str, *, line: int | None = None, xpath: str | None = None) -> None:
         self.line = line

@@ -274,18 +274,13 @@ class Ledger:
         if isinstance(ref, int) or (isinstance(ref, str) and ref.lstrip("#").isdigit()):
             ledger_id = ref if isinstance(ref, int) else int(ref.lstrip("#"))
             query = query.where(messages.c.id == ledger_id)
-        elif _UUID.match(ref):
-            # The message that owns the UUID first; duplicates are reached by ledger ID.
-            query = query.where(messages.c.uuid == ref.lower()).order_by(messages.c.id)
         else:
-            query = query.where(messages.c.envelope_id == ref).order_by(messages.c.id)
+            # A message ID (the first message with it; duplicates are reached by ledger ID),
+            # else an envelope ID.
+            key = ref.lower() if _UUID.match(ref) else ref
+            query = query.where(or_(messages.c.uuid == key, messages.c.envelope_id == key))
+            query = query.order_by((messages.c.uuid == key).desc(), messages.c.id)
         row = conn.execute(query.limit(1)).mappings().first()
-        if row is None and isinstance(ref, str) and _UUID.match(ref):
-            row = (
-                conn.execute(select(messages).where(messages.c.uuid == ref).limit(1))
-                .mappings()
-                .first()
-            )
         if row is None:
             raise NotFound(str(ref))
         return MessageRow.from_mapping(row)
@@ -700,6 +695,24 @@ class Ledger:
             raise LedgerUnavailable(
                 f"ledger database unavailable ({type(exc.orig).__name__})"
             ) from exc
+
+    def due_destinations(self, now: datetime) -> list[str]:
+        """Partners with deliveries waiting (to seal, to send, or to retry now), for mapping
+        delivery tasks over destinations."""
+        waiting = [
+            str(DeliveryStatus.PENDING),
+            str(DeliveryStatus.SEALED),
+            str(DeliveryStatus.RETRYING),
+        ]
+        query = (
+            select(deliveries.c.destination)
+            .where(deliveries.c.status.in_(waiting))
+            .where(or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now))
+            .distinct()
+            .order_by(deliveries.c.destination)
+        )
+        with self._read() as conn:
+            return [str(r[0]) for r in conn.execute(query).all()]
 
     def stats(self) -> dict[str, int]:
         """Messages per status (all time), for a quick look."""

@@ -89,9 +89,18 @@ class Unit:
         *,
         route: str | None = None,
         kind: Kind | None = None,
+        due: bool = True,
     ) -> list[MessageRow]:
-        """Lock up to ``limit`` messages in one of ``statuses``, oldest first."""
+        """Lock up to ``limit`` messages in one of ``statuses``, oldest first.
+
+        With ``due``, messages whose ``next_attempt_at`` lies in the future are left alone
+        (a stage that hit a passing problem set it).
+        """
         query = select(messages).where(messages.c.status.in_([str(s) for s in statuses]))
+        if due:
+            query = query.where(
+                or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= self.now)
+            )
         if route is not None:
             query = query.where(messages.c.route == route)
         if kind is not None:
@@ -374,6 +383,19 @@ class Unit:
                 r.key_id, r.nonce, r.data, blob_associated_data(r.message_id, kind, r.delivery_id)
             )
         return out
+
+    def opened_envelope_ids(self, envelope_ids: Iterable[str], exclude: Iterable[int]) -> set[str]:
+        """Which of these envelope IDs another message already opened (replay protection)."""
+        ids = [e for e in envelope_ids if e]
+        if not ids:
+            return set()
+        query = select(messages.c.envelope_id).where(
+            messages.c.envelope_id.in_(ids),
+            messages.c.uuid.is_not(None),
+            messages.c.kind == str(Kind.MESSAGE),
+            messages.c.id.not_in(list(exclude)),
+        )
+        return {str(r[0]) for r in self._conn.execute(query).all()}
 
     def deliveries_of(self, message_ids: Iterable[int]) -> dict[int, list[DeliveryRow]]:
         self.flush()

@@ -133,6 +133,7 @@ def _ts(value: datetime) -> str:
 
 
 _QUOTED = re.compile(r"'([^']*)'")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def redact(text: str) -> str:
@@ -200,8 +201,10 @@ class ReceiptBuilder:
         _party(etree.SubElement(head, "autor"), self.author)
 
         ref = etree.SubElement(root, "bezug")
-        if reference.message_uuid:
+        if reference.message_uuid and _UUID.fullmatch(reference.message_uuid):
             etree.SubElement(ref, "nachrichtenUUID").text = reference.message_uuid
+        elif reference.message_uuid:
+            etree.SubElement(ref, "nachrichtenID").text = _one_line(reference.message_uuid)
         if reference.envelope_id:
             etree.SubElement(ref, "umschlagID").text = reference.envelope_id
         if reference.message_type:
@@ -245,7 +248,9 @@ class ReceiptBuilder:
         schema = _schema()
         if not schema.validate(root):
             error = schema.error_log[0]  # type: ignore[index]  # lxml-stubs lack __getitem__
-            raise ReceiptInvalid(receipt_type.value, error.line, error.path or "", error.message)
+            raise ReceiptInvalid(
+                receipt_type.value, error.line, error.path or "", redact(error.message)
+            )
         data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
         return data
 
@@ -307,7 +312,7 @@ def read_receipt(data: bytes) -> Receipt:
         author=_read_party(head.find("autor")),
         reference=Reference(
             received_at=_dt(ref.findtext("eingangszeitpunkt")),
-            message_uuid=ref.findtext("nachrichtenUUID"),
+            message_uuid=ref.findtext("nachrichtenUUID") or ref.findtext("nachrichtenID"),
             envelope_id=ref.findtext("umschlagID"),
             message_type=ref.findtext("nachrichtentyp"),
         ),

@@ -1,0 +1,338 @@
+"""Stages *seal* and *deliver*, and the acknowledgement that follows a delivery.
+
+Seal (PENDING → SEALED): full inspection and receipts are sealed by the bus for each
+destination; the sealed bytes are kept (encrypted at rest) with their envelope ID, so every
+retry of a delivery sends the *same* envelope and the transport's idempotency by envelope ID
+holds — a crash between sending and committing never makes a second, different envelope.
+End-to-end content is forwarded as the sender sealed it (same envelope ID).
+
+Deliver (SEALED/RETRYING due → DELIVERED / RETRYING / DEAD): one ``send`` per delivery inside
+the batch's transaction. Whether to retry is decided by the error's type only
+(:attr:`xoev.KcbusError.retryable`): transient errors wait ``RetryPolicy.delay`` (exponential
+backoff with jitter) until the route's attempts are spent, then DEAD with the last error;
+permanent errors (refused by the peer, too large, misconfigured) are DEAD at once. This is the
+one place delivery retries live.
+
+A message is DELIVERED when all its deliveries are; then its sender gets a
+Zustellbestätigung. When that receipt is delivered the message is ACKNOWLEDGED. Receipts
+themselves end DELIVERED.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from adapters.envelope import Attachment, open_envelope, seal
+from adapters.transport import Outbound
+from kcbus.ledger import DeliveryRow, DeliveryStatus, Kind, MessageRow, Status, Unit
+from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, reference_of
+from kcbus.pipeline._runtime import Runtime
+from kcbus.receipts import Handover, ReceiptType, redact
+from xoev import KcbusError, TransientFault
+
+__all__ = ["deliver_batch", "seal_batch"]
+
+
+class _Internal(TransientFault):
+    """An unexpected error in a transport: retried like a transient one, within the budget."""
+
+    reason_code = "internal"
+
+
+def seal_batch(rt: Runtime, limit: int, destination: str | None = None) -> StageCounts:
+    counts = StageCounts()
+    bus = rt.config.bus.id
+    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+        pairs = unit.claim_deliveries(
+            limit, statuses=[DeliveryStatus.PENDING], destination=destination
+        )
+        if not pairs:
+            return counts
+        full = {m.ledger_id for _, m in pairs if not m.end_to_end}
+        contents = unit.blobs("content", full)
+        facts = {
+            mid: Facts.load(data)
+            for mid, data in unit.blobs(
+                "facts", [m.ledger_id for _, m in pairs if m.kind is Kind.MESSAGE]
+            ).items()
+        }
+        for delivery, message in pairs:
+            if message.end_to_end:
+                envelope_id = message.envelope_id
+            else:
+                try:
+                    fact = facts.get(message.ledger_id)
+                    if fact is not None and fact.attachments:
+                        data, envelope_id = _reseal_with_attachments(
+                            rt, unit, message, delivery.destination
+                        )
+                    else:
+                        sealed = seal(
+                            contents[message.ledger_id],
+                            sender=bus,
+                            recipient=delivery.destination,
+                            keystore=rt.keystore,
+                            now=unit.now,
+                        )
+                        data, envelope_id = sealed.data(), sealed.envelope_id
+                except KcbusError as exc:  # e.g. no valid key for the destination yet
+                    _failed(rt, unit, delivery, message, "seal", exc, counts)
+                    continue
+                unit.put_blob(
+                    message.ledger_id, "sealed", data, delivery_id=delivery.id, replace=True
+                )
+            unit.update_delivery(
+                delivery.id,
+                status=DeliveryStatus.SEALED,
+                envelope_id=envelope_id,
+                sealed_at=unit.now,
+                next_attempt_at=None,
+            )
+            how = "forwarded as sealed by the sender" if message.end_to_end else "sealed"
+            unit.event(
+                message.ledger_id,
+                "seal",
+                None,
+                delivery_id=delivery.id,
+                detail=f"{how} for {delivery.destination}, envelope {envelope_id}",
+            )
+            counts.sealed += 1
+    return counts
+
+
+def _reseal_with_attachments(
+    rt: Runtime, unit: Unit, message: MessageRow, destination: str
+) -> tuple[bytes, str]:
+    """Full inspection with attachments: open the stored envelope again into scratch space
+    and seal message + attachments for the destination (plaintext only on local disk, only
+    for the moment of sealing)."""
+    raw = unit.blobs("envelope", [message.ledger_id])[message.ledger_id]
+    scratch = Path(tempfile.mkdtemp(prefix="kcbus-seal-", dir=rt.scratch))
+    try:
+        opened = open_envelope(
+            raw,
+            keystore=rt.keystore,
+            now=message.received_at,
+            replay_guard=None,
+            attachments_dir=scratch,
+        )
+        sealed = seal(
+            opened.message,
+            sender=rt.config.bus.id,
+            recipient=destination,
+            keystore=rt.keystore,
+            now=unit.now,
+            attachments=[
+                Attachment(a.path, a.entry.name, a.entry.media_type) for a in opened.attachments
+            ],
+        )
+        return sealed.data(), sealed.envelope_id
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _failed(
+    rt: Runtime,
+    unit: Unit,
+    delivery: DeliveryRow,
+    message: MessageRow,
+    stage: str,
+    exc: KcbusError,
+    counts: StageCounts,
+) -> None:
+    policy = rt.retry_policy(message.route)
+    attempts = delivery.attempts + 1
+    text = redact(str(exc))
+    if exc.retryable and not policy.exhausted(attempts):
+        wait = policy.delay(attempts, rt.rng)
+        status = DeliveryStatus.RETRYING if stage == "deliver" else DeliveryStatus.PENDING
+        unit.update_delivery(
+            delivery.id,
+            status=status,
+            attempts=attempts,
+            next_attempt_at=unit.now + wait,
+            last_error_code=exc.reason_code,
+            last_error=text,
+        )
+        unit.event(
+            message.ledger_id,
+            stage,
+            DeliveryStatus.RETRYING,
+            delivery_id=delivery.id,
+            reason_code=exc.reason_code,
+            detail=f"to {delivery.destination}: attempt {attempts} failed ({text}); "
+            f"next in {int(wait.total_seconds())}s",
+        )
+        counts.retrying += 1
+        return
+    why = "retries spent" if exc.retryable else "not retryable"
+    unit.update_delivery(
+        delivery.id,
+        status=DeliveryStatus.DEAD,
+        attempts=attempts,
+        next_attempt_at=None,
+        last_error_code=exc.reason_code,
+        last_error=text,
+    )
+    unit.event(
+        message.ledger_id,
+        stage,
+        DeliveryStatus.DEAD,
+        delivery_id=delivery.id,
+        reason_code=exc.reason_code,
+        detail=f"to {delivery.destination}: {why} after {attempts} attempts: {text}",
+    )
+    # Seal failures have no later stage to summarise them: decide the message here too.
+    if stage == "seal":
+        unit.update(
+            message.ledger_id,
+            status=Status.DEAD,
+            reason_code=exc.reason_code,
+            reason=text,
+            attempts=attempts,
+        )
+        counts.dead += 1
+
+
+def deliver_batch(rt: Runtime, limit: int, destination: str | None = None) -> StageCounts:
+    counts = StageCounts()
+    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+        pairs = unit.claim_deliveries(
+            limit,
+            statuses=[DeliveryStatus.SEALED, DeliveryStatus.RETRYING],
+            destination=destination,
+        )
+        if not pairs:
+            return counts
+        sealed = unit.blobs(
+            "sealed", {m.ledger_id for _, m in pairs if not m.end_to_end}, delivery_id=None
+        )
+        forwarded = unit.blobs("content", {m.ledger_id for _, m in pairs if m.end_to_end})
+        messages: dict[int, MessageRow] = {}
+        for delivery, message in pairs:
+            messages[message.ledger_id] = message
+            data = forwarded[message.ledger_id] if message.end_to_end else sealed[delivery.id]
+            envelope_id = delivery.envelope_id or ""
+            try:
+                rt.transport(delivery.destination).send(
+                    Outbound(envelope_id=envelope_id, recipient=delivery.destination, data=data)
+                )
+            except KcbusError as exc:
+                _failed(rt, unit, delivery, message, "deliver", exc, counts)
+                continue
+            except Exception as exc:  # a transport bug must not stop the batch
+                internal = _Internal(f"unexpected {type(exc).__name__} in the transport")
+                _failed(rt, unit, delivery, message, "deliver", internal, counts)
+                continue
+            counts.sent += 1
+            unit.update_delivery(
+                delivery.id,
+                status=DeliveryStatus.DELIVERED,
+                attempts=delivery.attempts + 1,
+                delivered_at=unit.now,
+                next_attempt_at=None,
+                last_error_code=None,
+                last_error=None,
+            )
+            unit.event(
+                message.ledger_id,
+                "deliver",
+                DeliveryStatus.DELIVERED,
+                delivery_id=delivery.id,
+                detail=f"to {delivery.destination}, envelope {envelope_id}",
+            )
+        _summarise(rt, unit, messages, counts)
+    return counts
+
+
+def _summarise(
+    rt: Runtime, unit: Unit, messages: dict[int, MessageRow], counts: StageCounts
+) -> None:
+    """Set each message's status from all its deliveries; receipts and acknowledgements."""
+    receipts = ReceiptQueue(rt)
+    parents: list[MessageRow] = []
+    for message_id, deliveries in unit.deliveries_of(messages).items():
+        message = messages[message_id]
+        statuses = {d.status for d in deliveries}
+        attempts = max(d.attempts for d in deliveries)
+        if statuses == {DeliveryStatus.DELIVERED}:
+            unit.update(
+                message_id,
+                status=Status.DELIVERED,
+                attempts=attempts,
+                next_attempt_at=None,
+                reason_code=None,
+                reason=None,
+            )
+            unit.event(
+                message_id,
+                "deliver",
+                Status.DELIVERED,
+                detail=f"delivered to {', '.join(d.destination for d in deliveries)}",
+            )
+            counts.delivered += 1
+            if message.kind is Kind.RECEIPT:
+                parents.append(message)
+            else:
+                receipts.add(
+                    message,
+                    rt.partner(message.sender),
+                    ReceiptType.DELIVERED,
+                    reference=reference_of(message),
+                    test=message.test,
+                    unit=unit,
+                    handovers=[
+                        Handover(d.destination, d.delivered_at or unit.now, d.envelope_id)
+                        for d in deliveries
+                    ],
+                )
+        elif DeliveryStatus.DEAD in statuses:
+            dead = next(d for d in deliveries if d.status is DeliveryStatus.DEAD)
+            if message.status is not Status.DEAD:
+                unit.update(
+                    message_id,
+                    status=Status.DEAD,
+                    attempts=attempts,
+                    next_attempt_at=None,
+                    reason_code=dead.last_error_code,
+                    reason=dead.last_error,
+                )
+                unit.event(
+                    message_id,
+                    "deliver",
+                    Status.DEAD,
+                    reason_code=dead.last_error_code,
+                    detail=f"not delivered to {dead.destination}: {dead.last_error}",
+                )
+                counts.dead += 1
+        elif DeliveryStatus.RETRYING in statuses:
+            waiting = [d for d in deliveries if d.status is DeliveryStatus.RETRYING]
+            first = min(d.next_attempt_at or unit.now for d in waiting)
+            unit.update(
+                message_id,
+                status=Status.RETRYING,
+                attempts=attempts,
+                next_attempt_at=first,
+                reason_code=waiting[0].last_error_code,
+                reason=waiting[0].last_error,
+            )
+    counts.receipts += receipts.flush(unit)
+    _acknowledge(unit, parents, counts)
+
+
+def _acknowledge(unit: Unit, receipts: list[MessageRow], counts: StageCounts) -> None:
+    """A delivered receipt completes its message: Zustellbestätigung → ACKNOWLEDGED."""
+    originals = unit.messages_by_id(r.parent_id for r in receipts if r.parent_id is not None)
+    for receipt in receipts:
+        original = originals.get(receipt.parent_id or -1)
+        if original is None:
+            continue
+        label = f"{receipt.message_type} {receipt.uuid} delivered to {receipt.recipient}"
+        if receipt.receipt_type == "delivered" and original.status is Status.DELIVERED:
+            unit.update(original.ledger_id, status=Status.ACKNOWLEDGED)
+            unit.event(original.ledger_id, "acknowledge", Status.ACKNOWLEDGED, detail=label)
+            counts.acknowledged += 1
+        else:
+            unit.event(original.ledger_id, "acknowledge", None, detail=label)

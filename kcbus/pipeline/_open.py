@@ -1,0 +1,340 @@
+"""Stage *open*: RECEIVED → OPENED, or REJECTED / DUPLICATE with a Rückweisung.
+
+Per message (DESIGN.md, "Message life cycle" 2, and "Two inspection modes"):
+
+1. An envelope *with* a routing label is end-to-end: the bus opens only the label
+   (:func:`adapters.envelope.open_label`), which verifies the sender's signature and that the
+   label belongs to the content, and keeps the content sealed for the final recipient
+   (:func:`adapters.envelope.forward_content`). Without a label the envelope is sealed for the
+   bus: it is opened, parsed hardened and its header read (:func:`xoev.read_header`).
+2. The signing key's owner must be a registered partner; the authenticated transport peer,
+   if the transport has one, must be that partner; the header's ``autor`` must be the
+   partner's XÖV address.
+3. The partner may send this message type; a route takes it; the route's inspection mode is
+   how the envelope is sealed.
+4. The message UUID is new (else DUPLICATE, referencing the first message with it).
+
+Envelopes are opened "as of" their arrival time: one that waited in the ledger during an outage
+is not refused as too old. Replays are caught by the ledger: an envelope ID another message
+already opened is refused (:class:`adapters.envelope.Replayed`).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from lxml import etree
+
+from adapters.envelope import (
+    Malformed,
+    forward_content,
+    open_envelope,
+    open_label,
+    peek_envelope,
+)
+from kcbus._errors import (
+    DuplicateMessage,
+    InspectionMismatch,
+    NoRoute,
+    SenderMismatch,
+    TypeNotAllowed,
+    UnknownSender,
+)
+from kcbus.config import Partner, Route
+from kcbus.ledger import Kind, MessageRow, Status
+from kcbus.pipeline._common import (
+    Facts,
+    ReceiptQueue,
+    StageCounts,
+    fault_of,
+    reject,
+    retry_later,
+)
+from kcbus.pipeline._runtime import Runtime
+from xoev import ConfigurationError, PartnerFault, parse_xml, read_header
+
+__all__ = ["open_batch"]
+
+_STAGE = "open"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class _Guard:
+    """:class:`adapters.envelope.ReplayGuard` over the ledger, for one batch."""
+
+    def __init__(self, opened_elsewhere: set[str]) -> None:
+        self._seen = set(opened_elsewhere)
+
+    def seen(self, envelope_id: str) -> bool:
+        return envelope_id in self._seen
+
+    def remember(self, envelope_id: str, created: datetime) -> None:
+        self._seen.add(envelope_id)
+
+
+@dataclass
+class _Opened:
+    facts: Facts
+    content: bytes
+    envelope_id: str
+    sender: Partner
+    route: Route
+    tree: etree._ElementTree | None
+
+
+def _peek_id(raw: bytes) -> str | None:
+    try:
+        return peek_envelope(raw).envelope_id
+    except Malformed:
+        return None
+
+
+def open_batch(rt: Runtime, limit: int) -> StageCounts:
+    counts = StageCounts()
+    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+        rows = unit.claim([Status.RECEIVED], limit, kind=Kind.MESSAGE)
+        if not rows:
+            return counts
+        raws = unit.blobs("envelope", [r.ledger_id for r in rows])
+        peeked = {r.ledger_id: _peek_id(raws[r.ledger_id]) for r in rows}
+        guard = _Guard(
+            unit.opened_envelope_ids(
+                [e for e in peeked.values() if e], exclude=[r.ledger_id for r in rows]
+            )
+        )
+        receipts = ReceiptQueue(rt)
+        opened: dict[int, tuple[MessageRow, _Opened]] = {}
+        for row in rows:
+            try:
+                result = _open_one(rt, row, raws[row.ledger_id], guard)
+            except _Refused as refused:
+                fields = _fields(refused.facts, refused.envelope_id, refused.sender, None)
+                reject(
+                    rt,
+                    unit,
+                    row,
+                    _STAGE,
+                    [fault_of(refused.cause)],
+                    receipts,
+                    counts,
+                    sender=refused.sender,
+                    fields=fields,
+                )
+                continue
+            except PartnerFault as exc:
+                sender = rt.partner(_peer_partner(rt, row))
+                reject(
+                    rt,
+                    unit,
+                    row,
+                    _STAGE,
+                    [fault_of(exc)],
+                    receipts,
+                    counts,
+                    sender=sender,
+                    fields={"envelope_id": row.envelope_id or peeked[row.ledger_id]},
+                )
+                continue
+            except ConfigurationError as exc:
+                retry_later(rt, unit, row, _STAGE, exc, counts)
+                continue
+            opened[row.ledger_id] = (row, result)
+
+        owners = unit.claim_uuids([(mid, o.facts.message_uuid) for mid, (_, o) in opened.items()])
+        for message_id, (row, result) in opened.items():
+            facts = result.facts
+            fields = _fields(facts, result.envelope_id, result.sender, result.route)
+            original = owners.get(message_id)
+            if original is not None:
+                duplicate = DuplicateMessage(facts.message_uuid, original)
+                fields["parent_id"] = original
+                reject(
+                    rt,
+                    unit,
+                    row,
+                    _STAGE,
+                    [fault_of(duplicate)],
+                    receipts,
+                    counts,
+                    sender=result.sender,
+                    status=Status.DUPLICATE,
+                    fields=fields,
+                )
+                continue
+            unit.put_blob(message_id, "content", result.content)
+            unit.put_blob(message_id, "facts", facts.dump())
+            unit.update(
+                message_id,
+                status=Status.OPENED,
+                attempts=0,
+                next_attempt_at=None,
+                reason_code=None,
+                reason=None,
+                **fields,
+            )
+            how = "routing label" if result.route.end_to_end else "envelope"
+            unit.event(
+                message_id,
+                _STAGE,
+                Status.OPENED,
+                detail=(
+                    f"{how} opened, signed by {result.sender.id}; {facts.message_type} "
+                    f"on route {result.route.name}"
+                ),
+            )
+            if result.tree is not None:
+                rt.trees[message_id] = result.tree
+            counts.opened += 1
+        counts.receipts += receipts.flush(unit)
+    return counts
+
+
+class _Refused(Exception):
+    """The envelope opened and its sender is verified, but the bus refuses the message."""
+
+    def __init__(
+        self, cause: PartnerFault, sender: Partner, facts: Facts, envelope_id: str
+    ) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.sender = sender
+        self.facts = facts
+        self.envelope_id = envelope_id
+
+
+def _fields(
+    facts: Facts, envelope_id: str, sender: Partner, route: Route | None
+) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "uuid": facts.message_uuid,
+        "envelope_id": envelope_id,
+        "sender": sender.id,
+        "inspection": facts.inspection,
+        "message_type": facts.message_type,
+        "standard": facts.standard,
+        "version": facts.version,
+        "test": facts.test,
+    }
+    if route is not None:
+        fields["route"] = route.name
+        fields["inspection"] = route.inspection
+    return fields
+
+
+def _normal_id(message_id: str) -> str:
+    # RFC 4122 §3: UUIDs compare case-insensitively; other families' IDs (CDA, XJustiz) are
+    # kept exactly as sent.
+    return message_id.lower() if _UUID.fullmatch(message_id) else message_id
+
+
+def _peer_partner(rt: Runtime, row: MessageRow) -> str | None:
+    """The partner an authenticated transport identity names (for receipts about envelopes
+    that could not be opened: without a verified sender, only the transport says who it was)."""
+    if row.peer is None:
+        return None
+    for partner in rt.config.partners.values():
+        if row.peer in (partner.peer, partner.id):
+            return partner.id
+    return None
+
+
+def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard) -> _Opened:
+    as_of = row.received_at
+    info = peek_envelope(raw)
+    tree: etree._ElementTree | None = None
+    if info.has_label:
+        label = open_label(raw, keystore=rt.keystore, now=as_of, replay_guard=guard)
+        sender_id = label.sender
+        content = forward_content(raw, label).data()
+        facts = Facts(
+            message_uuid=label.label.message_id,
+            message_type=label.label.message_type,
+            standard=label.label.standard,
+            version=label.label.version,
+            test=label.label.test,
+            author=label.label.author,
+            readers=label.label.readers,
+            inspection="end-to-end",
+            final_recipient=label.recipient,
+            attachments=label.attachment_count,
+            profile=label.label.header_profile,
+        )
+        envelope_id = label.envelope_id
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="kcbus-open-", dir=rt.scratch))
+        try:
+            envelope = open_envelope(
+                raw,
+                keystore=rt.keystore,
+                now=as_of,
+                replay_guard=guard,
+                attachments_dir=scratch,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        sender_id = envelope.sender
+        content = envelope.message
+        tree = parse_xml(content)
+        header = read_header(tree)
+        facts = Facts(
+            message_uuid=_normal_id(header.message_id),
+            message_type=header.message_type,
+            standard=header.standard,
+            version=header.version,
+            test=header.test,
+            author=None if header.author is None else header.author.address,
+            readers=tuple(p.address for p in header.readers),
+            inspection="full",
+            attachments=len(envelope.manifest),
+            profile=header.profile,
+        )
+        envelope_id = envelope.envelope_id
+
+    sender = rt.partner(sender_id)
+    if sender is None:
+        raise UnknownSender(sender_id)
+    try:
+        route = _admit(rt, row, facts, sender)
+    except PartnerFault as exc:
+        raise _Refused(exc, sender, facts, envelope_id) from exc
+    return _Opened(facts, content, envelope_id, sender, route, tree)
+
+
+def _admit(rt: Runtime, row: MessageRow, facts: Facts, sender: Partner) -> Route:
+    """The checks after the signature: who may send what, on which route."""
+    if row.peer is not None and row.peer not in (sender.peer or sender.id, sender.id):
+        raise SenderMismatch(sender.id, f"transport identity {row.peer} is another partner")
+    reader_ids = []
+    for address in facts.readers:
+        vd, sep, kennung = address.partition(":")
+        if not sep:
+            vd, kennung = "", address
+        partner = rt.config.partner_by_address(vd or None, kennung)
+        if partner is not None:
+            reader_ids.append(partner.id)
+    if facts.final_recipient is not None:
+        reader_ids.append(facts.final_recipient)
+    route = rt.config.route_for(
+        message_type=facts.message_type,
+        standard=facts.standard,
+        sender=sender.id,
+        readers=reader_ids,
+    )
+    if not sender.may_send_type(facts.message_type):
+        raise TypeNotAllowed(sender.id, facts.message_type, route.name if route else "-")
+    if (
+        sender.address is not None
+        and facts.author is not None
+        and facts.author != str(sender.address)
+    ):
+        raise SenderMismatch(sender.id, "the header's autor is not this partner's address")
+    if route is None:
+        raise NoRoute(sender.id, facts.message_type)
+    if route.inspection != facts.inspection:
+        raise InspectionMismatch(route.name, route.inspection)
+    return route
