@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
@@ -43,7 +43,13 @@ if TYPE_CHECKING:
 
     from adapters.transport import Transport
 
-__all__ = ["ConnectionConfigError", "KcbusTransportHook", "OptionValue", "TransportSettings"]
+__all__ = [
+    "ConnectionConfigError",
+    "KcbusTransportHook",
+    "OptionValue",
+    "TransportSettings",
+    "open_endpoint",
+]
 
 OptionValue = str | int | float | bool
 
@@ -208,3 +214,21 @@ class KcbusTransportHook(BaseHook):
         settings = self.settings
         self.log.info("kcbus: opening %s transport %s", settings.scheme, settings.redacted_url)
         return connect(settings.url, **dict(settings.options))
+
+
+def open_endpoint(url: str) -> Transport:
+    """Open a transport for an endpoint URL of the route config.
+
+    ``conn://<conn_id>?opt=value`` takes URL and credentials from the Airflow Connection
+    ``conn_id`` (query options override the Connection's extras); every other URL goes to
+    ``adapters.transport.connect`` as it is.
+    """
+    from adapters.transport import connect
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "conn":
+        return connect(url)
+    settings = KcbusTransportHook(parts.netloc).settings
+    options: dict[str, OptionValue] = dict(settings.options)
+    options.update({k: v[-1] for k, v in parse_qs(parts.query).items()})
+    return connect(settings.url, **options)
