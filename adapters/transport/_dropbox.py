@@ -283,6 +283,18 @@ class DropBox:
 
     def _claim_some(self, max_items: int) -> list[Delivery]:
         out: list[Delivery] = []
+        try:
+            self._claim_into(out, max_items)
+        except BaseException:
+            # the caller never sees these: forget them, so that the next recovery (made due
+            # at once) gives them back from our claim folder
+            for delivery in out:
+                self._claims.pop(delivery.delivery_id, None)
+            self._last_recovery = float("-inf")
+            raise
+        return out
+
+    def _claim_into(self, out: list[Delivery], max_items: int) -> None:
         for entry in self._complete_names():
             if len(out) >= max_items:
                 break
@@ -293,7 +305,6 @@ class DropBox:
             if self.settings.complete == "marker":
                 self.fs.remove(self._join(entry.name + self.settings.marker_suffix))
             out.append(self._delivery(entry.name, target, entry.size))
-        return out
 
     def _delivery(self, name: str, path: str, size: int) -> Delivery:
         header_length = 0

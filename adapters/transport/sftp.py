@@ -89,6 +89,7 @@ class _Session:
         self.endpoint = f"sftp://{user}@{host}:{port}"
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._depth = 0
 
     def _connect(self) -> paramiko.SFTPClient:
         client = paramiko.SSHClient()
@@ -105,6 +106,11 @@ class _Session:
                 timeout=self.timeout, banner_timeout=self.timeout, auth_timeout=self.timeout,
                 channel_timeout=self.timeout,
             )
+            transport = client.get_transport()
+            if transport is not None:
+                # small SFTP requests behind larger writes otherwise wait for the peer's delayed
+                # ACK (Nagle's algorithm, RFC 896 / RFC 1122 §4.2.3.2)
+                transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(self.timeout)  # type: ignore[union-attr]
         except paramiko.BadHostKeyException as exc:
@@ -142,8 +148,16 @@ class _Session:
         return transport is not None and transport.is_active()
 
     def call(self, fn: Callable[[paramiko.SFTPClient], R], what: str) -> R:
-        """Run one SFTP operation, reconnecting on connection errors (the one retry place)."""
+        """Run one SFTP operation, reconnecting on connection errors (the one retry place).
+
+        Calls nest (a transport operation is many SFTP requests): only the outermost call
+        retries, and it repeats the whole operation, which the drop algorithm makes safe
+        (renames are checked, uploads resume).
+        """
+        if self._depth:
+            return fn(self.sftp())
         for attempt in range(self.retries + 1):
+            self._depth += 1
             try:
                 return fn(self.sftp())
             except TransportError:
@@ -168,6 +182,8 @@ class _Session:
                     time.sleep(self.retry_interval * attempt)
                     continue
                 raise
+            finally:
+                self._depth -= 1
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -180,10 +196,11 @@ class _Session:
 class _WindowReader(io.RawIOBase):
     """Reads a remote file front to back with pipelined requests, ``window`` bytes at a time."""
 
-    def __init__(self, session: _Session, path: str, window: int) -> None:
+    def __init__(self, session: _Session, path: str, window: int,
+                 size: int | None = None) -> None:
         self._session, self._path, self._window = session, path, window
         self._file: paramiko.SFTPFile | None = None
-        self._size = 0
+        self._size = size if size is not None else -1
         self._pos = 0
         self._buffer = b""
 
@@ -191,7 +208,8 @@ class _WindowReader(io.RawIOBase):
         if self._file is None:
             def op(sftp: paramiko.SFTPClient) -> paramiko.SFTPFile:
                 handle = sftp.open(self._path, "rb")
-                self._size = handle.stat().st_size or 0
+                if self._size < 0:
+                    self._size = handle.stat().st_size or 0
                 return handle
 
             self._file = self._session.call(op, "open")
@@ -214,13 +232,23 @@ class _WindowReader(io.RawIOBase):
         return offset
 
     def _fill(self) -> None:
+        try:
+            self._fill_window()
+        except _CONNECTION_ERRORS as exc:
+            # mid-stream: no retry here; the delivery stays claimed and comes again
+            raise TransportUnavailable(f"download: connection lost ({type(exc).__name__})",
+                                       transport="sftp", endpoint=self._session.endpoint) from exc
+
+    def _fill_window(self) -> None:
         handle = self._open()
         end = min(self._size, self._pos + self._window)
-        chunks = [(off, min(_SFTP_REQUEST, end - off)) for off in range(self._pos, end,
-                                                                          _SFTP_REQUEST)]
-        if not chunks:
-            return
-        data = b"".join(handle.readv(chunks))
+        if end - self._pos <= 4 * _SFTP_REQUEST:
+            # a few requests: plain reads; readv's prefetch thread costs more than it saves
+            data = handle.read(end - self._pos)
+        else:
+            chunks = [(off, min(_SFTP_REQUEST, end - off))
+                      for off in range(self._pos, end, _SFTP_REQUEST)]
+            data = b"".join(handle.readv(chunks))
         self._pos += len(data)
         self._buffer += data
 
@@ -418,24 +446,29 @@ class SftpTransport(TransportBase):
         return cls(session, path, settings, peer=peer, window=window,
                    poll_interval=poll_interval)
 
+    # Each operation runs as one outermost session call: a dropped connection reconnects and
+    # repeats it (an upload then resumes from the size already on the server).
+
     def send(self, item: Outbound) -> None:
-        self.box.send(item)
+        self.session.call(lambda _: self.box.send(item), "upload")
 
     def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
-        return self.box.receive(max_items, timeout, poll_interval=self.poll_interval)
+        return self.session.call(
+            lambda _: self.box.receive(max_items, timeout, poll_interval=self.poll_interval),
+            "receive")
 
     def acknowledge(self, delivery: Delivery) -> None:
-        self.box.acknowledge(delivery)
+        self.session.call(lambda _: self.box.acknowledge(delivery), "acknowledge")
 
     def release(self, delivery: Delivery) -> None:
-        self.box.release(delivery)
+        self.session.call(lambda _: self.box.release(delivery), "release")
 
     def reject(self, delivery: Delivery, reason_code: str) -> None:
-        self.box.reject(delivery, reason_code)
+        self.session.call(lambda _: self.box.reject(delivery, reason_code), "reject")
 
     def recover(self) -> int:
         """Give back claims of crashed workers now (``receive`` also does it every minute)."""
-        return self.box.recover()
+        return self.session.call(lambda _: self.box.recover(), "recover")
 
     def close(self) -> None:
         if self._closed:
