@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.kcbus.world import World, make_keys, make_world
+from tests.kcbus.world import Keys, World, make_keys, make_world
 
 
 @pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture
-def world(tmp_path: Path, keys: Path) -> Iterator[World]:
+def world(tmp_path: Path, keys: Keys) -> Iterator[World]:
     w = make_world(tmp_path, keys)
     yield w
     w.close()

@@ -7,7 +7,6 @@ end-to-end content really is unreadable for the bus. Keys are made once per test
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 import uuid
 from dataclasses import dataclass, field
@@ -33,8 +32,17 @@ PARTNERS = ("gemeinde-a", "lra", "klinikum", "praxis")
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
+@dataclass
+class Keys:
+    """Keystore folders under ``root`` and their unlocked keystores (scrypt is slow: unlock
+    once per session; the tests never change keys)."""
+
+    root: Path
+    stores: dict[str, Keystore]
+
+
 def make_keys(root: Path, profile: str = "modern", parties: tuple[str, ...] = (BUS, *PARTNERS)
-              ) -> Path:
+              ) -> Keys:
     """One keystore folder per party under ``root``; each knows everyone's public keys."""
     stores = {p: Keystore(root / p, PASSPHRASE) for p in parties}
     for party, store in stores.items():
@@ -44,7 +52,7 @@ def make_keys(root: Path, profile: str = "modern", parties: tuple[str, ...] = (B
         for other, other_store in stores.items():
             if other != party:
                 other_store.import_public(party, public, now=T0 - timedelta(days=1))
-    return root
+    return Keys(root, stores)
 
 
 CONFIG = """\
@@ -52,7 +60,7 @@ bus:
   id: kcbus
   name: kcbus Landkreis Musterkreis
   address: {{verzeichnisdienst: DVDV, kennung: "kcbus:091870000000"}}
-  keystore: keys/kcbus
+  keystore: {keys}
   inbound: ["{inbox}"]
 partners:
   gemeinde-a:
@@ -140,10 +148,13 @@ class World:
         envelope_id, data = self.seal(
             partner, message, end_to_end_for=end_to_end_for, envelope_id=envelope_id
         )
-        if tamper:
-            changed = bytearray(data)
-            changed[len(changed) // 2] ^= 0x01
-            data = bytes(changed)
+        if tamper:  # one base64url character of the JWE ciphertext replaced by another
+            parts = data.split(b".")
+            ciphertext = bytearray(parts[3])
+            middle = len(ciphertext) // 2
+            ciphertext[middle] = ord("B") if ciphertext[middle] == ord("A") else ord("A")
+            parts[3] = bytes(ciphertext)
+            data = b".".join(parts)
         self.outbox(partner).send(Outbound(envelope_id=envelope_id, recipient=BUS, data=data))
         return envelope_id
 
@@ -189,10 +200,11 @@ class World:
         self.bus.close()
 
 
-def write_config(root: Path, *, broker: str, lra: str | None = None) -> Path:
+def write_config(root: Path, keys: Path, *, broker: str, lra: str | None = None) -> Path:
     path = root / "kcbus.yaml"
     path.write_text(
         CONFIG.format(
+            keys=keys / BUS,
             inbox=f"{broker}?inbox={BUS}",
             broker=broker,
             lra=lra or broker,
@@ -202,22 +214,21 @@ def write_config(root: Path, *, broker: str, lra: str | None = None) -> Path:
     return path
 
 
-def make_world(root: Path, keys: Path, ledger_url: str | None = None, *,
+def make_world(root: Path, keys: Keys, ledger_url: str | None = None, *,
                lra: str | None = None) -> World:
-    shutil.copytree(keys, root / "keys", dirs_exist_ok=True)
     name = f"w{uuid.uuid4().hex[:12]}"
-    config = load(write_config(root, broker=f"memory://{name}", lra=lra))
+    config = load(write_config(root, keys.root, broker=f"memory://{name}", lra=lra))
     world_holder: list[World] = []
 
     def clock() -> datetime:
         return world_holder[0].now
 
     ledger = Ledger(ledger_url or f"sqlite:///{root / 'ledger.sqlite'}")
-    bus = Bus(config, ledger=ledger, keystore=Keystore(config.bus.keystore, PASSPHRASE),
-              clock=clock, actor="test-worker")
+    bus = Bus(config, ledger=ledger, keystore=keys.stores[BUS], clock=clock,
+              actor="test-worker")
     world = World(
         root=root, name=name, config=config, bus=bus,
-        keystores={p: Keystore(root / "keys" / p, PASSPHRASE) for p in PARTNERS},
+        keystores={p: keys.stores[p] for p in PARTNERS},
     )
     world_holder.append(world)
     return world
