@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import logging
 import os
 import time
 from collections import deque
@@ -90,6 +91,7 @@ from adapters.transport.filedrop import LocalFileSystem
 __all__ = ["AmqpTransport", "queue_name"]
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 _CLAIM_HEADER = "kcbus-claim-check"
 _SIZE_HEADER = "kcbus-size"
@@ -138,9 +140,12 @@ class AmqpTransport(TransportBase):
             heartbeat=0 if self._virtual else heartbeat,
         )
         self._endpoint = self._conn.as_uri()  # password masked by kombu
+        self._retries = retries
+        #: connection failures seen and retried so far (a health figure for operators)
+        self.connection_failures = 0
         self._policy: dict[str, object] = {
             "max_retries": retries, "interval_start": 0.0, "interval_step": retry_interval,
-            "interval_max": retry_max_interval,
+            "interval_max": retry_max_interval, "errback": self._count_failure,
         }
         self._exchange = Exchange(exchange, "direct", durable=True)  # type: ignore[no-untyped-call]
         self._dlx = Exchange(f"{exchange}.dead", "direct", durable=True)  # type: ignore[no-untyped-call]
@@ -212,6 +217,11 @@ class AmqpTransport(TransportBase):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (OperationalError, amqp.exceptions.MessageNacked, OSError,
                 *self._conn.connection_errors, *self._conn.channel_errors)
+
+    def _count_failure(self, exc: BaseException, interval: float) -> None:
+        self.connection_failures += 1
+        log.info("%s: broker connection failed (%s); retrying in %.1f s", self.scheme_name,
+                 type(exc).__name__, interval)
 
     def _ensure_connected(self) -> None:
         """(Re)connect with the retry policy; a new connection starts a new epoch."""
@@ -353,7 +363,8 @@ class AmqpTransport(TransportBase):
                 raise
             except self._errors() as exc:
                 self._reset()
-                if attempt >= int(self._policy["max_retries"]):  # type: ignore[call-overload]
+                self.connection_failures += 1
+                if attempt >= self._retries:
                     raise self._fail(exc, "receive") from exc
         return self._hand_out(max_items)
 
