@@ -4,7 +4,7 @@ Registered through the ``airflow.plugins`` entry point (``pyproject.toml``). It 
 
 * a FastAPI app under ``/kcbus`` (``fastapi_apps``): the JSON API ``/kcbus/api/v1/...`` over
   the ledger and the page ``/kcbus/ui/`` that uses it, both behind Airflow's auth manager;
-* two ``external_views``: "Messages" in the navigation (Browse menu), and a "Messages" tab on
+* two ``external_views``: "Messages" in the navigation (top level), and a "Messages" tab on
   every task instance, which opens the page filtered to the messages that task instance handled
   (Airflow fills in ``{DAG_ID}``, ``{RUN_ID}``, ``{TASK_ID}``, ``{MAP_INDEX}``).
 
@@ -36,8 +36,8 @@ class KcbusPlugin(AirflowPlugin):
             "name": "Messages",
             "href": f"{URL_PREFIX}/ui/",
             "url_route": "kcbus-messages",
+            # No category: a top-level entry of the navigation, where operators look first.
             "destination": "nav",
-            "category": "browse",
             "icon": _ICON,
         },
         {

@@ -28,10 +28,11 @@ class UiWorld:
 def ui_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiWorld]:
     home = Path(tmp_path_factory.mktemp("airflow-ui-home"))
     ledger_url = f"sqlite:///{home / 'ledger.sqlite'}"
-    ledger = Ledger(ledger_url, keys=home / "ledger.keys")
+    # The content key ring is the embedded default's (beside the database file), so the
+    # server, these tests and the runtime of the browser test all read the same content.
+    ledger = Ledger(ledger_url)
     env = {
         "AIRFLOW__KCBUS__LEDGER_URL": ledger_url,
-        "KCBUS_LEDGER_KEYS": str(home / "ledger.keys"),
         "AIRFLOW__KCBUS__UI_SHOW_CONTENT": CONTENT_FLOW,
     }
     try:

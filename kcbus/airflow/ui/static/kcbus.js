@@ -13,6 +13,7 @@
   const PALETTE = ["#2563c9", "#12a150", "#dc6803", "#7a5af8", "#d92d20", "#0e9384",
     "#c11574", "#eaaa08", "#475467", "#4e5ba6"];
   const ENDED_OK = new Set(["DELIVERED", "ACKNOWLEDGED"]);
+  const RESENDABLE = new Set(["DEAD", "RETRYING"]);
 
   const $ = (sel) => document.querySelector(sel);
   const state = { me: null, filter: null, offset: 0, detail: null, taskContext: null };
@@ -132,7 +133,7 @@
 
   function drawChart(counts) {
     const NS = "http://www.w3.org/2000/svg";
-    const W = 1000, H = 220, left = 44, bottom = 22, top = 8;
+    const W = 1000, H = 220, left = 44, right = 24, bottom = 22, top = 8;
     const n = counts.buckets.length;
     const totals = counts.buckets.map((_, i) => counts.series.reduce((s, x) => s + x.counts[i], 0));
     const max = Math.max(1, ...totals);
@@ -141,7 +142,7 @@
     svg.setAttribute("preserveAspectRatio", "none");
     svg.setAttribute("role", "img");
     const plotH = H - top - bottom;
-    const bw = (W - left) / Math.max(n, 1);
+    const bw = (W - left - right) / Math.max(n, 1);
     const mk = (tag, attrs, text) => {
       const node = document.createElementNS(NS, tag);
       for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
@@ -151,7 +152,7 @@
     };
     for (const frac of [0, 0.5, 1]) {
       const y = top + plotH * (1 - frac);
-      mk("line", { x1: left, x2: W, y1: y, y2: y, class: "gridline" });
+      mk("line", { x1: left, x2: W - right, y1: y, y2: y, class: "gridline" });
       mk("text", { x: left - 6, y: y + 3, "text-anchor": "end", class: "axis" }, Math.round(max * frac));
     }
     const every = Math.max(1, Math.ceil(n / 8));
@@ -208,7 +209,9 @@
   function actionButtons(m) {
     const box = el("div", { class: "buttons" });
     if (!state.me || !state.me.can_edit) return box;
-    if (m.status === "DEAD" || m.status === "REJECTED" || m.status === "RETRYING") {
+    // What the ledger can re-send: messages that were routed (REJECTED and DUPLICATE never
+    // were; the sender must send a corrected message instead).
+    if (RESENDABLE.has(m.status)) {
       box.append(el("button", { type: "button", class: "resend", onclick: () => resendOne(m.ref) }, "Re-send…"));
     }
     if (!m.resolved && !ENDED_OK.has(m.status)) {
@@ -305,11 +308,11 @@
         `${r.receipt_type || "receipt"} ${r.ref}`), " ", statusBadge(r.status))));
     $("#receipts-head").hidden = detail.receipts.length === 0;
     const canEdit = state.me && state.me.can_edit;
-    $("#detail-resend").hidden = !canEdit || ENDED_OK.has(m.status);
+    $("#detail-resend").hidden = !canEdit || !(RESENDABLE.has(m.status) || ENDED_OK.has(m.status));
     $("#detail-resolve").hidden = !canEdit || m.resolved || ENDED_OK.has(m.status);
     $("#detail-content").hidden = !detail.content_viewable;
     const notes = { "end-to-end": "Content is sealed end to end for the recipient: the bus cannot and will not show it.",
-      disabled: "Showing content is switched off for this installation.",
+      disabled: "Showing content is switched off for this flow.",
       permission: "Showing content needs edit access to this flow." };
     $("#detail-content-note").textContent = detail.content_refusal ? notes[detail.content_refusal] || "" : "";
     $("#detail-content-text").hidden = true;
