@@ -240,7 +240,7 @@ class Keystore:
         self.refresh(force=True)
         return any(e.info.private for e in self._entries.get(partner, ()))
 
-    def export_public(self, partner: str) -> JSON:
+    def export_public(self, partner: str) -> dict[str, list[JSON]]:
         """The partner's public JWK set, with validity and revocations, as JSON."""
         self.refresh(force=True)
         if partner not in self._entries:
