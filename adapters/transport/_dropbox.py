@@ -336,27 +336,33 @@ class DropBox:
             return stem if _SAFE_ID.match(stem) else None
         return None
 
-    def _take(self, delivery: Delivery) -> _Claim:
-        claim = self._claims.pop(delivery.delivery_id, None)
+    def _claim_of(self, delivery: Delivery) -> _Claim:
+        claim = self._claims.get(delivery.delivery_id)
         if claim is None:
             raise UnknownDelivery(transport=self.transport, delivery_id=delivery.delivery_id)
         return claim
 
+    # The claim is forgotten only after its file has moved: a call repeated after a lost
+    # connection finds the claim again and the move already done (renames check the source).
+
     def acknowledge(self, delivery: Delivery) -> None:
-        claim = self._take(delivery)
+        claim = self._claim_of(delivery)
         if self.settings.on_ack == "delete":
             self.fs.remove(claim.path)
         else:
             self._move_unique(claim.path, self.done, claim.name)
+        del self._claims[delivery.delivery_id]
 
     def release(self, delivery: Delivery) -> None:
-        claim = self._take(delivery)
+        claim = self._claim_of(delivery)
         self._return(claim.path, claim.name)
+        del self._claims[delivery.delivery_id]
 
     def reject(self, delivery: Delivery, reason_code: str) -> None:
-        claim = self._take(delivery)
+        claim = self._claim_of(delivery)
         final = self._move_unique(claim.path, self.failed, claim.name)
         self.fs.write_text(final + ".reason", reason_code + "\n")
+        del self._claims[delivery.delivery_id]
 
     def release_all(self) -> None:
         """Give back every claim still held (``close()``); drop our empty claim folder."""
@@ -374,9 +380,10 @@ class DropBox:
 
     def _move_unique(self, path: str, directory: str, name: str) -> str:
         target = posixpath.join(directory, name)
-        if not self.fs.publish(path, target):
-            target = posixpath.join(directory, f"{name}.{time.time_ns()}")
-            self.fs.rename(path, target)
+        if self.fs.publish(path, target) or self.fs.size(path) is None:
+            return target  # moved now, or by an earlier attempt whose answer was lost
+        target = posixpath.join(directory, f"{name}.{time.time_ns()}")
+        self.fs.rename(path, target)
         return target
 
     def known(self, name: str) -> bool:
