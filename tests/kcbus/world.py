@@ -66,23 +66,23 @@ partners:
   gemeinde-a:
     name: Gemeinde Musterdorf
     address: {{verzeichnisdienst: DVDV, kennung: "bau:091870120000"}}
-    deliver_to: {broker}
+    deliver_to: "{to_gemeinde}"
     may_send: [baugenehmigung.*]
     peer: gemeinde-a
   lra:
     name: Landratsamt Musterkreis, Bauaufsicht
     address: {{verzeichnisdienst: DVDV, kennung: "bau:091870000000"}}
-    deliver_to: {lra}
+    deliver_to: "{to_lra}"
     may_send: [baugenehmigung.*, nachricht.gds.*]
   klinikum:
     name: Klinikum Musterstadt
     address: {{verzeichnisdienst: "1.2.276.0.76.4.16", kennung: "999999901"}}
-    deliver_to: {broker}
+    deliver_to: "{to_klinikum}"
     may_send: ["18842-5"]
   praxis:
     name: Hausarztpraxis Musterdorf
     address: {{verzeichnisdienst: "1.2.276.0.76.4.17", kennung: "999999900"}}
-    deliver_to: {broker}
+    deliver_to: "{to_praxis}"
 routes:
   bauantrag:
     description: Bauanträge der Gemeinden an die untere Bauaufsicht
@@ -200,14 +200,22 @@ class World:
         self.bus.close()
 
 
-def write_config(root: Path, keys: Path, *, broker: str, lra: str | None = None) -> Path:
+def write_config(root: Path, keys: Path, *, broker: str, lra: str | None = None,
+                 folders: Path | None = None) -> Path:
+    """The test config: every party on the ``memory://`` broker, or with ``folders`` on file
+    drops (``<folders>/<party>``) that work across processes."""
+    def url(party: str) -> str:
+        return f"file://{folders / party}" if folders is not None else broker
+
     path = root / "kcbus.yaml"
     path.write_text(
         CONFIG.format(
             keys=keys / BUS,
-            inbox=f"{broker}?inbox={BUS}",
-            broker=broker,
-            lra=lra or broker,
+            inbox=url(BUS) if folders is not None else f"{broker}?inbox={BUS}",
+            to_gemeinde=url("gemeinde-a"),
+            to_lra=lra or url("lra"),
+            to_klinikum=url("klinikum"),
+            to_praxis=url("praxis"),
             xbau=STANDARDS / "xbau-2.6" / "complete",
         )
     )
