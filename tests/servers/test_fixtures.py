@@ -12,7 +12,7 @@ from pathlib import Path
 import paramiko
 import pytest
 import sqlalchemy as sa
-from kombu import Connection
+from kombu.connection import Connection
 
 from tests.servers.chromium import Chromium
 from tests.servers.pki import PARTNER_URI_PREFIX, TestPKI

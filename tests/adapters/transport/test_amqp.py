@@ -105,7 +105,7 @@ def test_rejected_messages_land_in_the_partners_dead_letter_queue(rabbitmq: Rabb
         receiver.reject(delivery, "unreadable")
         assert receiver.receive(1, timeout=0.3) == []
     with Connection(rabbitmq.url) as conn:  # type: ignore[no-untyped-call]
-        dead = conn.SimpleQueue(f"{queue_name(partner, exchange)}.dead")  # type: ignore[no-untyped-call]
+        dead = conn.SimpleQueue(f"{queue_name(partner, exchange)}.dead")
         message = dead.get(timeout=5)
         assert message.properties["message_id"] == "env-bad"
         assert message.headers["x-death"][0]["reason"] == "rejected"  # RabbitMQ's DLX record
