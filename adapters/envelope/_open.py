@@ -204,10 +204,10 @@ def _open_attachments(
             final = directory / entry.name
             if final.exists():
                 raise KeystoreError(f"{final} exists: open into an empty folder")
-            temp = directory / f".{entry.name}.{os.getpid()}.part"
+            temp = directory / f".kcbus-{os.getpid()}-{index}.part"
             temps.append(temp)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb", buffering=0) as out:
+            with os.fdopen(fd, "wb") as out:
                 write: Callable[[memoryview], object] = out.write
                 digest = decrypt_stream(
                     reader.stream, entry.size, attachment_key(akey, envelope_id, index),
