@@ -75,10 +75,11 @@ def _variables(source: Path) -> dict[str, str]:
 def _expand(file: Path, text: str, variables: Mapping[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name not in variables:
+        value = variables.get(name)
+        if value is None or "\n" in value:  # a newline would shift every later line number
             line = text.count("\n", 0, match.start()) + 1
             raise UnsetVariable(file, line, name)
-        return variables[name]
+        return value
 
     return _VARIABLE.sub(replace, text)
 
@@ -117,7 +118,21 @@ def expanded_config(source: Path) -> Path:
 
 
 def load_config(path: Path | None = None) -> BusConfig:
-    """Load the route config (``KCBUS_CONFIG`` by default) with ``${VAR}`` expanded."""
+    """Load the route config (``KCBUS_CONFIG`` by default) with ``${VAR}`` expanded.
+
+    Errors name the file the engineer edits, not the expanded copy (lines are the same)."""
+    from kcbus._errors import ConfigError
     from kcbus.config import load
 
-    return load(expanded_config(path or config_path()))
+    source = path or config_path()
+    expanded = expanded_config(source)
+    try:
+        return load(expanded)
+    except ConfigError as exc:
+        if expanded == source:
+            raise
+        original = Path(exc.file)
+        if original.parent == (expanded if expanded.is_dir() else expanded.parent):
+            folder = source if source.is_dir() else source.parent
+            original = folder / original.name
+        raise ConfigError(original, exc.line, exc.field, exc.problem) from exc

@@ -91,7 +91,7 @@ def test_flow_runs_under_dag_test_with_in_memory_adapters(
     from kcbus.airflow.factory import flow_dags
     from kcbus.ledger import Ledger
 
-    config_dir, world, ledger_url = bus_env
+    _, world, ledger_url = bus_env
     clock = Clock(datetime.now(tz=T0.tzinfo) - timedelta(minutes=1))
     expectations = send_demo_traffic(
         world, now=clock, scratch=tmp_path / "scratch", large_mb=3, letters=2,
