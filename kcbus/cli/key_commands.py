@@ -3,7 +3,7 @@
     kcbus keys new     --partner ID --profile modern|fitconnect [--rsa-bits 4096] [--valid-days N]
     kcbus keys export  --partner ID [-o FILE]            public JWK set (stdout by default)
     kcbus keys import  --partner ID FILE                 a partner's public JWK set
-    kcbus keys rotate  --partner ID [--overlap-days 14] [--not-before ISO-TIME]
+    kcbus keys rotate  [--partner ID] [--overlap-days 14] [--not-before ISO-TIME]
     kcbus keys revoke  --partner ID --kid KID [--reason TEXT]
     kcbus keys list    [--partner ID] [--json]
     kcbus seal --from ID --to ID MESSAGE [--attach FILE]... [--via BUS] -o ENVELOPE
@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     rotate = actions.add_parser("rotate", parents=[common],
                                 help="new keys; old ones stay valid for an overlap")
-    rotate.add_argument("--partner", required=True)
+    rotate.add_argument("--partner", help="default: every identity of the keystore")
     rotate.add_argument("--overlap-days", type=float,
                         default=DEFAULT_OVERLAP.total_seconds() / 86400)
     rotate.add_argument("--not-before", type=_aware_time, metavar="ISO-TIME",
@@ -215,10 +215,14 @@ def _keys_import(args: argparse.Namespace) -> int:
 
 def _keys_rotate(args: argparse.Namespace) -> int:
     store, now = _open_keystore(args), _now()
-    infos = store.rotate(args.partner, now=now, overlap=timedelta(days=args.overlap_days),
-                         not_before=args.not_before, profile=args.profile,
-                         rsa_bits=args.rsa_bits)
-    _print_keys(infos, now)
+    partners = [args.partner] if args.partner else [p for p in store.partners() if store.is_own(p)]
+    if not partners:
+        raise KeystoreError(f"keystore {store.path} holds no identity to rotate")
+    for partner in partners:
+        infos = store.rotate(partner, now=now, overlap=timedelta(days=args.overlap_days),
+                             not_before=args.not_before, profile=args.profile,
+                             rsa_bits=args.rsa_bits)
+        _print_keys(infos, now)
     return EXIT_OK
 
 

@@ -166,7 +166,7 @@ def test_key_commands_round_trip(tmp_path: Path) -> None:
     before = json.loads(ok(kcbus("keys", "list", "--partner", "amt", "--json",
                                  keystore=store)))
     assert {k["status"] for k in before} == {"active"} and len(before) == 2
-    rotated = ok(kcbus("keys", "rotate", "--partner", "amt", "--overlap-days", "1",
+    rotated = ok(kcbus("keys", "rotate", "--overlap-days", "1",
                        keystore=store))
     assert rotated.count("amt") == 4
     kid = rotated.split()[3]
