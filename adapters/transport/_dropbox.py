@@ -77,7 +77,8 @@ class FileSystem(Protocol):
     def mkdirs(self, path: str) -> None: ...
     def size(self, path: str) -> int | None: ...            # None if missing
     def rename(self, src: str, dst: str) -> bool: ...       # False if src vanished
-    def publish(self, src: str, dst: str) -> bool: ...      # no-replace; False if dst exists
+    def publish(self, src: str, dst: str, *, sync: bool = True) -> bool: ...
+    # ^ no-replace; False if dst exists; sync: make the new name durable (outbound only)
     def remove(self, path: str) -> None: ...                # missing is fine
     def rmdir(self, path: str) -> bool: ...                 # False if not empty/missing
     def touch(self, path: str) -> None: ...                 # mtime := now
@@ -375,12 +376,12 @@ class DropBox:
 
     def _return(self, path: str, name: str) -> None:
         # publish, not rename: never overwrite a newer file of the same name from the partner
-        if not self.fs.publish(path, self._join(name)):
+        if not self.fs.publish(path, self._join(name), sync=False):
             self._move_unique(path, self.dir, name)
 
     def _move_unique(self, path: str, directory: str, name: str) -> str:
         target = posixpath.join(directory, name)
-        if self.fs.publish(path, target) or self.fs.size(path) is None:
+        if self.fs.publish(path, target, sync=False) or self.fs.size(path) is None:
             return target  # moved now, or by an earlier attempt whose answer was lost
         target = posixpath.join(directory, f"{name}.{time.time_ns()}")
         self.fs.rename(path, target)
@@ -409,7 +410,7 @@ class DropBox:
             for entry in self.fs.list(folder):
                 stale = dead or now - entry.mtime >= self.settings.claim_timeout
                 if entry.is_file and stale and self.fs.publish(
-                        posixpath.join(folder, entry.name), self._join(entry.name)):
+                        posixpath.join(folder, entry.name), self._join(entry.name), sync=False):
                     recovered += 1
             if dead:
                 self.fs.rmdir(folder)  # gone for good; stale-by-age folders may still be used
@@ -417,8 +418,8 @@ class DropBox:
         mine = {c.path for c in self._claims.values()}
         for entry in self.fs.list(self.claimed):
             path = posixpath.join(self.claimed, entry.name)
-            if entry.is_file and path not in mine and self.fs.publish(path,
-                                                                      self._join(entry.name)):
+            if entry.is_file and path not in mine and self.fs.publish(
+                    path, self._join(entry.name), sync=False):
                 recovered += 1
         return recovered
 

@@ -448,7 +448,7 @@ class AmqpTransport(TransportBase):
         held = self._settle(delivery, lambda m: m.ack())  # type: ignore[no-untyped-call]
         if held.claim is not None and self.claim_check is not None:
             self._claims_fs.publish(str(self.claim_check / held.claim),
-                                    str(self.claim_check / ".done" / held.claim))
+                                    str(self.claim_check / ".done" / held.claim), sync=False)
 
     def release(self, delivery: Delivery) -> None:
         self._settle(delivery, lambda m: m.requeue())  # type: ignore[no-untyped-call]

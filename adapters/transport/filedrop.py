@@ -102,8 +102,10 @@ class LocalFileSystem:
             return False
         return True
 
-    def publish(self, src: str, dst: str) -> bool:
-        # link(2) fails with EEXIST instead of replacing: an atomic "create if absent"
+    def publish(self, src: str, dst: str, *, sync: bool = True) -> bool:
+        # link(2) fails with EEXIST instead of replacing: an atomic "create if absent".
+        # Only a new outbound name must be durable (sync); moves inside the box need not be:
+        # one lost in a crash brings a file back to the inbox, it cannot lose one.
         try:
             os.link(src, dst)
         except FileExistsError:
@@ -111,7 +113,8 @@ class LocalFileSystem:
         except FileNotFoundError:
             return False
         os.unlink(src)
-        self._sync_dir(dst)
+        if sync:
+            self._sync_dir(dst)
         return True
 
     def remove(self, path: str) -> None:

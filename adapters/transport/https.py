@@ -23,10 +23,11 @@ the envelope), ``write_timeout`` (60 s), ``content_type`` (``application/jose``)
 Inbox options (defaults): ``listen`` (false), ``cert_file``, ``key_file`` (server certificate),
 ``client_ca`` (CA of partner certificates), ``spool_dir`` (required), ``serve`` (true; false =
 only drain a spool that another process serves), ``max_size`` (512 MiB), ``max_backlog``
-(10,000), ``retry_after`` (30 s), ``read_timeout`` (30 s per socket operation),
-``max_connections`` (64), ``poll_interval`` (0.2 s), ``suffix``/``worker``/``claim_timeout``
-(spool, as for ``file://``); from Python only: ``sender_of`` (envelope stream → sender id),
-``peer_of`` (certificate → partner id), ``backlog`` (() → pending count).
+(10,000), ``retry_after`` (30 s), ``fsync`` (true: the envelope is on disk before the 202),
+``read_timeout`` (30 s per socket operation), ``max_connections`` (64), ``poll_interval``
+(0.2 s), ``suffix``/``worker``/``claim_timeout`` (spool, as for ``file://``); from Python only:
+``sender_of`` (envelope stream → sender id), ``peer_of`` (certificate → partner id),
+``backlog`` (() → pending count).
 
 Errors of the outbox: connection refused/reset/closed, timeouts, HTTP 5xx →
 :class:`TransportUnavailable` (recoverable; the same Idempotency-Key makes the retry safe);
@@ -107,6 +108,7 @@ def _inbox_from(url: str, opts: Options) -> HttpsInbox:
                             claim_timeout=opts.number("claim_timeout", 900.0, minimum=1.0))
     spool_dir = _required(opts, "spool_dir")
     serve = opts.boolean("serve", True)
+    fsync = opts.boolean("fsync", True)
     poll_interval = opts.number("poll_interval", 0.2, minimum=0.01)
     server: InboxServer | None = None
     if serve:
@@ -117,7 +119,8 @@ def _inbox_from(url: str, opts: Options) -> HttpsInbox:
         except (OSError, ssl.SSLError) as exc:
             raise TransportConfigError("server certificate, key or client CA unreadable",
                                        transport=_SCHEME) from exc
-        spool = DropBox(LocalFileSystem(), str(spool_dir), settings, transport=_SCHEME,
+        spool = DropBox(LocalFileSystem(fsync=fsync), str(spool_dir), settings,
+                        transport=_SCHEME,
                         framed=True, pid_alive=pid_alive)
         try:
             server = InboxServer(

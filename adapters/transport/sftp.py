@@ -323,7 +323,7 @@ class SftpFileSystem:
 
         return self.session.call(op, "rename")
 
-    def publish(self, src: str, dst: str) -> bool:
+    def publish(self, src: str, dst: str, *, sync: bool = True) -> bool:
         # SSH_FXP_RENAME (draft-ietf-secsh-filexfer-02 §6.5) does not overwrite; OpenSSH
         # implements it with link(2)+unlink(2) and answers SSH_FX_FAILURE if dst exists.
         def op(sftp: paramiko.SFTPClient) -> bool:
