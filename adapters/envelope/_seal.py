@@ -36,6 +36,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -119,10 +120,22 @@ class SealedEnvelope:
         return bytes(out)
 
     def write_to(self, out: BinaryIO) -> int:
+        """Write the envelope to ``out``; returns the number of bytes. Attachment chunks are
+        written by a helper thread while the next one is encrypted."""
+        if self.is_compact:
+            (token,) = self._pieces()
+            out.write(token)
+            return len(token)
         written = 0
-        for piece in self._pieces():
-            out.write(piece)
-            written += len(piece)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcbus-seal") as helper:
+            pending: Future[object] | None = None
+            for piece in self._pieces():  # encrypts the next chunk while the last is written
+                if pending is not None:
+                    pending.result()
+                pending = helper.submit(out.write, piece)
+                written += len(piece)
+            if pending is not None:
+                pending.result()
         return written
 
     def open(self) -> BinaryIO:

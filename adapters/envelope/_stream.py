@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidTag
@@ -90,20 +91,22 @@ def _fill(source: BinaryIO, view: memoryview) -> int:
 def encrypt_stream(
     source: BinaryIO, size: int, key: bytes, chunk: int, index: int
 ) -> Iterator[memoryview]:
-    """Yield the sealed chunks of ``size`` bytes read from ``source``. Each yielded view is
-    valid until the next one is requested (one output buffer, reused)."""
+    """Yield the sealed chunks of ``size`` bytes read from ``source``. Two output buffers take
+    turns, so a yielded view stays valid until the one after the next is requested: a consumer
+    may write chunk j in a thread while chunk j+1 is encrypted (see SealedEnvelope.write_to)."""
     aead = AESGCM(key)
     plain = memoryview(bytearray(min(chunk, size) or 1))
-    sealed = memoryview(bytearray(len(plain) + TAG))
+    sealed = [memoryview(bytearray(len(plain) + TAG)) for _ in range(2)]
     remaining = size
     count = chunk_count(size, chunk)
     for j in range(count):
         want = min(chunk, remaining)
         if _fill(source, plain[:want]) != want:
             raise AttachmentChanged(index)
-        aead.encrypt_into(_nonce(j, j == count - 1), plain[:want], None, sealed[: want + TAG])
+        out = sealed[j % 2][: want + TAG]
+        aead.encrypt_into(_nonce(j, j == count - 1), plain[:want], None, out)
         remaining -= want
-        yield sealed[: want + TAG]
+        yield out
     if source.read(1):
         raise AttachmentChanged(index)
 
@@ -119,24 +122,39 @@ def decrypt_stream(
     envelope_id: str,
 ) -> str:
     """Read the sealed chunks of one attachment from ``source``, write the plaintext, return
-    its SHA-256 (hex). Raises :class:`Truncated` or :class:`Tampered` naming the chunk."""
+    its SHA-256 (hex). Raises :class:`Truncated` or :class:`Tampered` naming the chunk.
+
+    Two stages overlap: reading + decrypting chunk j here, hashing + writing chunk j-1 in a
+    helper thread (hashlib, AES-GCM and file writes all release the GIL on large buffers), with
+    two plaintext buffers taking turns."""
     aead = AESGCM(key)
     sealed = memoryview(bytearray(min(chunk, size) + TAG))
-    plain = memoryview(bytearray(max(1, min(chunk, size))))
+    plains = [memoryview(bytearray(max(1, min(chunk, size)))) for _ in range(2)]
     digest = hashlib.sha256()
     remaining = size
     count = chunk_count(size, chunk)
-    for j in range(count):
-        want = min(chunk, remaining)
-        if _fill(source, sealed[: want + TAG]) != want + TAG:
-            raise Truncated("attachment", envelope_id=envelope_id, attachment=index, chunk=j)
-        try:
-            aead.decrypt_into(_nonce(j, j == count - 1), sealed[: want + TAG], None, plain[:want])
-        except InvalidTag:
-            raise Tampered(
-                "attachment", envelope_id=envelope_id, attachment=index, chunk=j
-            ) from None
-        digest.update(plain[:want])
-        write(plain[:want])
-        remaining -= want
+
+    def consume(view: memoryview) -> None:
+        digest.update(view)
+        write(view)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcbus-open") as helper:
+        pending: Future[None] | None = None
+        for j in range(count):
+            want = min(chunk, remaining)
+            if _fill(source, sealed[: want + TAG]) != want + TAG:
+                raise Truncated("attachment", envelope_id=envelope_id, attachment=index, chunk=j)
+            plain = plains[j % 2][:want]  # its previous user, chunk j-2, is consumed already
+            try:
+                aead.decrypt_into(_nonce(j, j == count - 1), sealed[: want + TAG], None, plain)
+            except InvalidTag:
+                raise Tampered(
+                    "attachment", envelope_id=envelope_id, attachment=index, chunk=j
+                ) from None
+            if pending is not None:
+                pending.result()
+            pending = helper.submit(consume, plain)
+            remaining -= want
+        if pending is not None:
+            pending.result()
     return digest.hexdigest()
