@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import StaticPool
 
 __all__ = ["WRITE", "make_engine", "sqlite_path"]
 
@@ -43,8 +43,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # A small pool per process: connections (and their PRAGMAs) are reused between
+            # units; each process has its own (the pool is not shared across fork).
             engine = create_engine(
-                parsed, echo=echo, poolclass=NullPool, connect_args={"timeout": 60}
+                parsed, echo=echo, pool_size=2, max_overflow=4, connect_args={"timeout": 60}
             )
         else:  # one shared in-memory database for the process
             engine = create_engine(

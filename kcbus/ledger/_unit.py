@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
@@ -129,23 +129,13 @@ class Unit:
             query = query.where(or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= self.now))
         query = query.order_by(d.c.id).limit(limit).with_for_update(skip_locked=True)
         out = []
+        width = len(d.c)
+        names = [c.name for c in messages.c]
         for row in self._conn.execute(query).all():
-            mapping = row._mapping
-            delivery = DeliveryRow(
-                id=mapping[d.c.id],
-                message_id=mapping[d.c.message_id],
-                destination=mapping[d.c.destination],
-                status=DeliveryStatus(mapping[d.c.status]),
-                attempts=mapping[d.c.attempts],
-                next_attempt_at=mapping[d.c.next_attempt_at],
-                envelope_id=mapping[d.c.envelope_id],
-                last_error_code=mapping[d.c.last_error_code],
-                last_error=mapping[d.c.last_error],
-                sealed_at=mapping[d.c.sealed_at],
-                delivered_at=mapping[d.c.delivered_at],
-                updated_at=mapping[d.c.updated_at],
-            )
-            message = MessageRow.from_mapping({c.name: mapping[c] for c in messages.c})
+            values = tuple(row)
+            delivery = DeliveryRow(*values[:width])  # field order = column order
+            delivery = replace(delivery, status=DeliveryStatus(delivery.status))
+            message = MessageRow.from_mapping(dict(zip(names, values[width:], strict=True)))
             out.append((delivery, message))
         return out
 

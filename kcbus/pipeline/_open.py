@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 from lxml import etree
 
 from adapters.envelope import (
+    EnvelopeInfo,
     Malformed,
     forward_content,
     open_envelope,
@@ -87,9 +89,9 @@ class _Opened:
     tree: etree._ElementTree | None
 
 
-def _peek_id(raw: bytes) -> str | None:
+def _peek(raw: bytes) -> EnvelopeInfo | None:
     try:
-        return peek_envelope(raw).envelope_id
+        return peek_envelope(raw)
     except Malformed:
         return None
 
@@ -101,17 +103,21 @@ def open_batch(rt: Runtime, limit: int) -> StageCounts:
         if not rows:
             return counts
         raws = unit.blobs("envelope", [r.ledger_id for r in rows])
-        peeked = {r.ledger_id: _peek_id(raws[r.ledger_id]) for r in rows}
+        peeked = {r.ledger_id: _peek(raws[r.ledger_id]) for r in rows}
         guard = _Guard(
             unit.opened_envelope_ids(
-                [e for e in peeked.values() if e], exclude=[r.ledger_id for r in rows]
+                [p.envelope_id for p in peeked.values() if p and p.envelope_id],
+                exclude=[r.ledger_id for r in rows],
             )
         )
         receipts = ReceiptQueue(rt)
         opened: dict[int, tuple[MessageRow, _Opened]] = {}
         for row in rows:
             try:
-                result = _open_one(rt, row, raws[row.ledger_id], guard)
+                info = peeked[row.ledger_id]
+                if info is None:
+                    raise Malformed("container", envelope_id=row.envelope_id)
+                result = _open_one(rt, row, raws[row.ledger_id], guard, info.has_label)
             except _Refused as refused:
                 fields = _fields(refused.facts, refused.envelope_id, refused.sender, None)
                 reject(
@@ -137,7 +143,7 @@ def open_batch(rt: Runtime, limit: int) -> StageCounts:
                     receipts,
                     counts,
                     sender=sender,
-                    fields={"envelope_id": row.envelope_id or peeked[row.ledger_id]},
+                    fields={"envelope_id": row.envelope_id},
                 )
                 continue
             except ConfigurationError as exc:
@@ -243,11 +249,10 @@ def _peer_partner(rt: Runtime, row: MessageRow) -> str | None:
     return None
 
 
-def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard) -> _Opened:
+def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label: bool) -> _Opened:
     as_of = row.received_at
-    info = peek_envelope(raw)
     tree: etree._ElementTree | None = None
-    if info.has_label:
+    if has_label:
         label = open_label(raw, keystore=rt.keystore, now=as_of, replay_guard=guard)
         sender_id = label.sender
         content = forward_content(raw, label).data()
@@ -266,7 +271,9 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard) -> _Opene
         )
         envelope_id = label.envelope_id
     else:
-        scratch = Path(tempfile.mkdtemp(prefix="kcbus-open-", dir=rt.scratch))
+        # Only an envelope with attachments creates this folder (and then it goes again at
+        # once: the attachments stay in the stored envelope until they are re-sealed).
+        scratch = Path(rt.scratch or tempfile.gettempdir()) / f"kcbus-open-{uuid.uuid4().hex}"
         try:
             envelope = open_envelope(
                 raw,
@@ -276,7 +283,8 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard) -> _Opene
                 attachments_dir=scratch,
             )
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
         sender_id = envelope.sender
         content = envelope.message
         tree = parse_xml(content)
