@@ -59,9 +59,6 @@ def test_two_workers_drain_5000_messages_on_postgres(
     key_file = tmp_path / "ledger.keys"
     Ledger(url, keys=key_file).close()  # migrate once, make the content key
 
-    global T_START
-    import time
-    T_START = time.monotonic()
     now = datetime.now(UTC)
     template = xbau_antrag()
     uuids = []
@@ -78,9 +75,6 @@ def test_two_workers_drain_5000_messages_on_postgres(
                           keystore=keys.stores["gemeinde-a"], now=now)
             inbox.send(Outbound(sealed.envelope_id, BUS, data=sealed.data()))
 
-    import time
-    t0 = time.monotonic()
-    print("prepared", t0 - T_START)
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "KCBUS_LEDGER_KEYS": str(key_file)}
     workers = [
         subprocess.Popen(
@@ -96,7 +90,6 @@ def test_two_workers_drain_5000_messages_on_postgres(
         line = next(x for x in out.splitlines() if x.startswith("DONE "))
         results.append(json.loads(line[5:]))
 
-    print("drained", time.monotonic() - t0, results)
     # Both took a share; together exactly N each of received, opened, delivered.
     assert all(r["opened"] > 0 for r in results)
     assert sum(r["received"] for r in results) == N
