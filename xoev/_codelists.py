@@ -40,6 +40,7 @@ from lxml import etree
 
 from xoev._errors import ConfigurationError
 from xoev._parse import ParseLimits, XmlRejected, parse_xml
+from xoev._paths import xpath_of
 
 if TYPE_CHECKING:
     from xoev._schemas import SchemaRegistry
@@ -229,21 +230,3 @@ def iter_codes(root: etree._Element) -> Iterator[tuple[etree._Element, str | Non
             continue
         yield (parent, parent.get("listURI") or None, parent.get("listVersionID") or None,
                _text(code_element))
-
-
-def xpath_of(element: etree._Element) -> str:
-    """An XPath like libxml2 reports: prefixed names, ``[n]`` only where siblings repeat."""
-    steps = []
-    current: etree._Element | None = element
-    while current is not None:
-        qname = etree.QName(current)
-        name = f"{current.prefix}:{qname.localname}" if current.prefix else qname.localname
-        parent = current.getparent()
-        if parent is not None:
-            same = [c for c in parent.iterchildren(tag=current.tag)]
-            if len(same) > 1:
-                name += f"[{same.index(current) + 1}]"
-        steps.append(name)
-        current = parent
-    return "/" + "/".join(reversed(steps))
-

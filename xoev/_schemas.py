@@ -41,6 +41,7 @@ import re
 import threading
 import time
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from lxml import etree
 
 from xoev._errors import ConfigurationError, PartnerFault
 from xoev._index import XS, Location, XsdFile, is_remote, scan_file
+from xoev._paths import readable_path
 from xoev._typemap import TypeWalker
 
 __all__ = [
@@ -200,7 +202,7 @@ class _Compiled:
 _CACHE: dict[tuple[object, ...], _Compiled] = {}
 _DIAG_CACHE: dict[tuple[object, ...], xmlschema.XMLSchemaBase] = {}
 _WALKERS: dict[tuple[object, ...], TypeWalker] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()  # compile may build an xmlschema twin under it
 
 
 def _read_manifest(directory: Path) -> dict[str, object]:
@@ -568,7 +570,10 @@ class SchemaRegistry:
 
             cls = xmlschema.XMLSchema11 if version == "1.1" else xmlschema.XMLSchema10
             try:
-                schema = cls(str(entry), uri_mapper=mapper, allow="local", defuse="always")
+                with warnings.catch_warnings():
+                    # A blocked remote import is reported by the libxml2 compile already.
+                    warnings.simplefilter("ignore", xmlschema.XMLSchemaImportWarning)
+                    schema = cls(str(entry), uri_mapper=mapper, allow="local", defuse="always")
             except (xmlschema.XMLSchemaException, OSError) as exc:
                 raise SchemaCompileError(entry, [type(exc).__name__], []) from exc
             _DIAG_CACHE[key] = schema
@@ -594,7 +599,8 @@ class SchemaRegistry:
             valid = compiled.schema.validate(document)
             log = [] if valid else list(compiled.schema.error_log)  # type: ignore[call-overload]
         issues = tuple(
-            ValidationIssue(entry_.line or None, entry_.path or "/", redact(entry_.message))
+            ValidationIssue(entry_.line or None, readable_path(document, entry_.path or "/"),
+                            redact(entry_.message))
             for entry_ in log[:MAX_ISSUES]
         )
         return ValidationResult(valid, issues, truncated=len(log) > MAX_ISSUES,
