@@ -21,7 +21,7 @@ Modelled on httpx's transport seam (one narrow protocol, a mock twin) and kombu'
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -118,6 +118,11 @@ class Transport(Protocol):
         """Hand one envelope to the transport; idempotent by ``item.envelope_id``."""
         ...
 
+    def send_many(self, items: Sequence[Outbound]) -> None:
+        """Send several; transports that can (AMQP) confirm them together. On an error, any
+        of them may or may not have been sent: repeat the batch (sends are idempotent)."""
+        ...
+
     def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
         """Up to ``max_items`` deliveries; waits up to ``timeout`` s for the first one."""
         ...
@@ -145,7 +150,14 @@ class Transport(Protocol):
 
 
 class TransportBase:
-    """Context-manager plumbing shared by the adapters (not part of the public seam)."""
+    """Plumbing shared by the adapters (not part of the public seam)."""
+
+    def send(self, item: Outbound) -> None:  # pragma: no cover - every adapter overrides
+        raise NotImplementedError
+
+    def send_many(self, items: Sequence[Outbound]) -> None:
+        for item in items:
+            self.send(item)
 
     def close(self) -> None:  # pragma: no cover - every adapter overrides
         raise NotImplementedError

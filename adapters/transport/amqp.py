@@ -6,8 +6,9 @@ Features:
   ``kcbus``; a durable queue ``kcbus.<partner>`` bound with routing key ``<partner>``; a
   dead-letter exchange ``kcbus.dead`` and a durable queue ``kcbus.<partner>.dead`` that receives
   what the partner's queue dead-letters (RabbitMQ ``x-dead-letter-exchange``).
-* **No loss on the way in**: messages are persistent (``delivery_mode=2``) and every publish
-  waits for the broker's confirm (RabbitMQ publisher confirms, kombu ``confirm_publish``).
+* **No loss on the way in**: messages are persistent (``delivery_mode=2``) and ``send`` returns
+  only when the broker has confirmed them (RabbitMQ publisher confirms). ``send_many`` publishes
+  a batch and then waits once for all its confirms (one broker disk flush per batch).
   The AMQP ``message_id`` is the envelope id: a publish repeated after a lost confirm may put a
   second copy in the queue, which the ledger recognises by that id (at least once).
 * **No loss on the way out**: consumption is with manual acks and a prefetch window;
@@ -62,7 +63,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar, TypeVar
@@ -108,6 +109,14 @@ def queue_name(partner: str, exchange: str = "kcbus") -> str:
     return f"{exchange}.{partner}"
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    body: bytes
+    recipient: str
+    headers: dict[str, object]
+    properties: dict[str, object]
+
+
 @dataclass
 class _Held:
     epoch: int
@@ -132,7 +141,15 @@ class AmqpTransport(TransportBase):
         self.max_size = max_size
         self.claim_check = claim_check
         self._virtual = _KOMBU_SCHEMES.get(scheme, "amqp") not in ("amqp", "amqps")
-        options: dict[str, object] = {"confirm_publish": confirm, **(transport_options or {})}
+        # publisher confirms are handled here (batched), not by kombu's per-message wait
+        options: dict[str, object] = {"confirm_publish": False, **(transport_options or {})}
+        self._confirm = confirm
+        self._confirming = False
+        self._confirm_timeout = 30.0
+        self._publisher_channel: object = None
+        self._published = 0
+        self._unconfirmed: set[int] = set()
+        self._nacked = False
         if self._virtual:
             options.setdefault("polling_interval", 0.01)
         self._conn = Connection(  # type: ignore[no-untyped-call]
@@ -154,6 +171,7 @@ class AmqpTransport(TransportBase):
         self._consumer: Consumer | None = None
         self._buffer: deque[Message] = deque()
         self._held: dict[str, _Held] = {}
+        self._queue_cache: dict[str, list[Queue]] = {}
         self._epoch = 0
         self._seen: object = None
         self._tags = itertools.count(1)
@@ -240,6 +258,7 @@ class AmqpTransport(TransportBase):
         broker (they come again), so acknowledging them later raises AcknowledgeLost."""
         self._epoch += 1
         self._producer = None
+        self._publisher_channel = None
         self._consumer = None
         self._buffer.clear()
         if self._conn.connected:
@@ -261,6 +280,12 @@ class AmqpTransport(TransportBase):
     # -- topology ----------------------------------------------------------------------------
 
     def _queues(self, partner: str) -> list[Queue]:
+        cached = self._queue_cache.get(partner)
+        if cached is None:
+            cached = self._queue_cache[partner] = self._make_queues(partner)
+        return cached
+
+    def _make_queues(self, partner: str) -> list[Queue]:
         main = Queue(  # type: ignore[no-untyped-call]
             queue_name(partner, self._prefix), exchange=self._exchange, routing_key=partner,
             durable=True,
@@ -278,6 +303,19 @@ class AmqpTransport(TransportBase):
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, item: Outbound) -> None:
+        self.send_many([item])
+
+    def send_many(self, items: Sequence[Outbound]) -> None:
+        """Publish all, then wait once for the broker's confirms of all of them.
+
+        Returns only when every message is confirmed (persisted by RabbitMQ), like ``send``;
+        but the broker confirms a batch with one disk flush instead of one per message.
+        """
+        messages = [self._prepare(item) for item in items]
+        if messages:
+            self._publish(messages)
+
+    def _prepare(self, item: Outbound) -> _Outgoing:
         headers: dict[str, object] = {_SIZE_HEADER: item.size}
         if item.size > self.max_size:
             if self.claim_check is None:
@@ -290,24 +328,78 @@ class AmqpTransport(TransportBase):
         properties: dict[str, object] = {"message_id": item.envelope_id, "app_id": "kcbus"}
         if not self._virtual and self._conn.userid:
             properties["user_id"] = self._conn.userid
-        self._publish(body, item.recipient, headers, properties)
+        return _Outgoing(body, item.recipient, headers, properties)
 
-    def _publish(self, body: bytes, recipient: str, headers: dict[str, object],
-                 properties: dict[str, object], *, dead: bool = False) -> None:
+    def _publish(self, messages: Sequence[_Outgoing], *, dead: bool = False) -> None:
+        """The one retry place for publishing: kombu's ``Connection.ensure`` repeats the whole
+        batch after reconnecting (unconfirmed messages may then exist twice: at least once)."""
         self._ensure_connected()
+
+        def publish_batch() -> None:
+            producer = self._publisher()
+            for message in messages:
+                producer.publish(  # type: ignore[no-untyped-call]
+                    message.body, routing_key=message.recipient, delivery_mode=2,
+                    content_type=_CONTENT_TYPE, content_encoding="binary",
+                    headers=message.headers, declare=self._queues(message.recipient),
+                    exchange=self._dlx if dead else self._exchange, **message.properties,
+                )
+                if self._confirming:
+                    self._published += 1
+                    self._unconfirmed.add(self._published)
+            self._await_confirms()
+
         try:
-            if self._producer is None:
-                self._producer = Producer(  # type: ignore[no-untyped-call]
-                    self._conn.default_channel, exchange=self._exchange)
-            self._producer.publish(  # type: ignore[no-untyped-call]
-                body, routing_key=recipient, delivery_mode=2, content_type=_CONTENT_TYPE,
-                content_encoding="binary", headers=headers, declare=self._queues(recipient),
-                exchange=self._dlx if dead else self._exchange,
-                retry=True, retry_policy=self._policy, **properties,
-            )
+            self._conn.ensure(self, publish_batch, **self._policy)()  # type: ignore[no-untyped-call]
         except self._errors() as exc:
-            self._producer = None
+            self._publisher_channel = None
             raise self._fail(exc, "publish") from exc
+
+    def revive(self, channel: object) -> None:
+        """kombu's ``ensure`` calls this after reconnecting: start a fresh publisher."""
+        self._publisher_channel = None
+
+    def _publisher(self) -> Producer:
+        channel = self._conn.default_channel
+        if channel is not self._publisher_channel or self._producer is None:
+            self._publisher_channel = channel
+            self._producer = Producer(channel, exchange=self._exchange)  # type: ignore[no-untyped-call]
+            self._published = 0
+            self._unconfirmed = set()
+            self._nacked = False
+            self._confirming = self._confirm and not self._virtual
+            if self._confirming:
+                # RabbitMQ publisher confirms: the broker acks (after persisting) each
+                # delivery tag, which counts the channel's publishes from 1
+                channel.events["basic_ack"].add(self._on_confirm)  # type: ignore[attr-defined]
+                channel.events["basic_nack"].add(self._on_refusal)  # type: ignore[attr-defined]
+                channel.confirm_select()  # type: ignore[attr-defined]
+        return self._producer
+
+    def _on_confirm(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed = {t for t in self._unconfirmed if t > delivery_tag}
+        else:
+            self._unconfirmed.discard(delivery_tag)
+
+    def _on_refusal(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked = True
+        self._on_confirm(delivery_tag, multiple)
+
+    def _await_confirms(self) -> None:
+        deadline = time.monotonic() + self._confirm_timeout
+        while self._unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportUnavailable("the broker did not confirm in time",
+                                           transport=self.scheme_name, endpoint=self._endpoint)
+            try:
+                self._conn.drain_events(timeout=remaining)  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                continue
+        if self._nacked:
+            self._nacked = False
+            raise amqp.exceptions.MessageNacked()
 
     def _store_claim(self, item: Outbound) -> str:
         assert self.claim_check is not None
@@ -464,8 +556,9 @@ class AmqpTransport(TransportBase):
             message = held.message
             headers = dict(message.headers or {})
             headers["kcbus-reject-reason"] = reason_code
-            self._publish(message.body, self.inbox, headers,
-                          {"message_id": message.properties.get("message_id")}, dead=True)
+            self._publish([_Outgoing(message.body, self.inbox, headers,
+                                     {"message_id": message.properties.get("message_id")})],
+                          dead=True)
         self._settle(delivery, lambda m: m.ack())  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
