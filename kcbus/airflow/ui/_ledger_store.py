@@ -74,9 +74,11 @@ class LedgerStore:
         flows: list[str] = []
         url = settings.ledger_url
         if settings.config is not None:
-            from kcbus.config import load
+            # The same reading as the DAG factory's (``${VAR}`` expanded), so page and DAGs
+            # agree on flows and ledger.
+            from kcbus.airflow.settings import load_config
 
-            config = load(settings.config)
+            config = load_config(settings.config)
             flows = list(config.routes)
             url = url or config.bus.ledger
         return cls(Ledger(url or default_url()), flows)

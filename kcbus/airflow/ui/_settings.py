@@ -6,9 +6,12 @@ Like every Airflow option, each can also be given as an environment variable
 ==================  ============================================================================
 key                 meaning (default)
 ==================  ============================================================================
-``config``          the kcbus partner/route config file (``kcbus.config.load``); gives the ledger
-                    URL, the flows and each flow's inspection mode. Required.
-``ledger_url``      SQLAlchemy URL of the ledger, overriding ``bus.ledger`` of the config.
+``config``          the kcbus partner/route config (file or folder, ``${VAR}`` expanded like the
+                    DAG factory does, ``kcbus.airflow.settings``); gives the ledger URL and the
+                    flows. Default: ``KCBUS_CONFIG`` / ``$AIRFLOW_HOME/config`` if it exists
+                    (where the DAGs read it); without any, the flows come from the ledger.
+``ledger_url``      SQLAlchemy URL of the ledger, overriding ``bus.ledger`` of the config
+                    (then ``KCBUS_LEDGER``, then the embedded default, as everywhere in kcbus).
 ``dag_id_template`` how a flow's DAG is named, ``{flow}`` replaced by the route name
                     (``kcbus_{flow}``). Permission to re-send is checked on that DAG.
 ``ui_show_content`` empty (the default) or ``False``: the page never shows message content.
@@ -47,9 +50,14 @@ class UiSettings:
         """Read ``[kcbus]`` from Airflow's configuration (lazily: only the API server asks)."""
         from airflow.configuration import conf
 
-        config = conf.get(_SECTION, "config", fallback="") or ""
+        from kcbus.airflow.settings import config_path
+
+        given = conf.get(_SECTION, "config", fallback="") or ""
+        config: Path | None = Path(given).expanduser() if given else config_path()
+        if not given and config is not None and not config.exists():
+            config = None
         return cls(
-            config=Path(config).expanduser() if config else None,
+            config=config,
             ledger_url=conf.get(_SECTION, "ledger_url", fallback="") or None,
             dag_id_template=conf.get(
                 _SECTION, "dag_id_template", fallback=DEFAULT_DAG_ID_TEMPLATE

@@ -61,7 +61,7 @@ def _env(home: Path, extra: Mapping[str, str]) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW", "KCBUS_TEST", "KCBUS_LEDGER"))
+        if not k.startswith(("AIRFLOW", "KCBUS_"))
     }
     env.update(
         {

@@ -105,7 +105,7 @@ class DemoBus:
         self.bus.close()
 
 
-def make_demo_bus(root: Path, ledger: Ledger) -> DemoBus:
+def make_demo_bus(root: Path, ledger: Ledger, *, actor: str) -> DemoBus:
     now = datetime.now(UTC) - timedelta(days=1)
     stores = {p: Keystore(root / "keys" / p, PASSPHRASE) for p in (BUS, *PARTNERS)}
     for party, store in stores.items():
@@ -121,7 +121,7 @@ def make_demo_bus(root: Path, ledger: Ledger) -> DemoBus:
     config_file.write_text(_CONFIG.format(keys=root / "keys", broker=f"memory://{name}",
                                           lra_folder=lra_folder, project=PROJECT))
     config = load(config_file)
-    bus = Bus(config, ledger=ledger, keystore=stores[BUS], actor="kcbus@worker-1")
+    bus = Bus(config, ledger=ledger, keystore=stores[BUS], actor=actor)
     return DemoBus(bus=bus, keystores=stores, lra_folder=lra_folder, name=name)
 
 

@@ -24,8 +24,10 @@ class UiWorld:
     home: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiWorld]:
+    """One API server and ledger per test module: the browser test's page shows only its own
+    demo data, not what the API tests wrote."""
     home = Path(tmp_path_factory.mktemp("airflow-ui-home"))
     ledger_url = f"sqlite:///{home / 'ledger.sqlite'}"
     # The content key ring is the embedded default's (beside the database file), so the
@@ -44,6 +46,6 @@ def ui_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiWorld]:
         ledger.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow_api(ui_world: UiWorld) -> AirflowServer:
     return ui_world.server

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from selenium import webdriver
@@ -24,6 +25,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from kcbus.airflow.ui.actor import task_actor
 from kcbus.ledger import Kind, MessageFilter, Status
 from tests.airflow.ui._airflow_server import PASSWORDS
 from tests.airflow.ui._demo_bus import (
@@ -38,6 +40,8 @@ from tests.servers.chromium import Chromium
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
+#: The task instance the demo's runtime plays (dag_id, run_id, task_id, map_index).
+TASK = ("kcbus_bauantrag", "manual__2026-11-22T10:00:00+00:00", "intake", -1)
 OUTPUT = Path(__file__).resolve().parents[3] / "test-output"
 WAIT = 30
 
@@ -46,7 +50,9 @@ WAIT = 30
 def demo(ui_world: UiWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoBus]:
     """The runtime's demo: partners send a mix; Bauanträge to the Landratsamt go DEAD because
     its drop folder is missing (a permanent fault: an operator must act)."""
-    world = make_demo_bus(tmp_path_factory.mktemp("ui-demo"), ui_world.ledger)
+    # The runtime works as an Airflow task would: recording the task instance as the actor.
+    world = make_demo_bus(tmp_path_factory.mktemp("ui-demo"), ui_world.ledger,
+                          actor=task_actor(*TASK))
     world.send("gemeinde-musterdorf", bauantrag())
     world.send("gemeinde-musterdorf", bauantrag())
     world.send("gemeinde-musterdorf", broken_bauantrag())
@@ -201,3 +207,25 @@ def test_a_viewer_sees_the_messages_but_no_way_to_act(
     assert not browser.find_element(By.ID, "resend-matching").is_displayed()
     browser.switch_to.default_content()
     _shot(browser, "4-viewer")
+
+
+def test_the_task_instance_tab_lists_the_messages_that_task_handled(
+    ui_world: UiWorld, demo: DemoBus, browser: WebDriver
+) -> None:
+    # What Airflow's "Messages" tab on a task instance loads (the plugin's templated href).
+    dag_id, run_id, task_id, map_index = TASK
+    browser.delete_all_cookies()
+    _login(browser, ui_world.server.url, "viewer")
+    # Airflow fills the href's {RUN_ID} etc. URL-encoded (encodeURIComponent).
+    query = urlencode({"dag_id": dag_id, "run_id": run_id, "task_id": task_id,
+                       "map_index": map_index})
+    browser.get(f"{ui_world.server.url}/kcbus/ui/?{query}")
+    wait = WebDriverWait(browser, WAIT)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "body[data-ready=true]")))
+    assert f"Task {task_id} of run {run_id}" in _text(browser, "#task-context")
+    _visible(wait, "#results-table")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
+    sent = demo.bus.ledger.search(MessageFilter(kind=Kind.MESSAGE))
+    shown = {row.get_attribute("data-ref") for row in rows}
+    assert {m.ref for m in sent} <= shown
+    _shot(browser, "5-task-instance")
