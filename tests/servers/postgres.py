@@ -1,4 +1,4 @@
-"""A private PostgreSQL 15 cluster on 127.0.0.1 for tests and benchmarks.
+"""A private PostgreSQL cluster (15 on Debian bookworm) on 127.0.0.1 for tests and benchmarks.
 
 ``initdb`` and ``pg_ctl`` run as the ``postgres`` system user (PostgreSQL refuses to run as
 root) in a base directory of their own, on a free port, with the unix socket in that directory,
@@ -31,7 +31,16 @@ from tests.servers._process import (
 
 __all__ = ["PostgresServer", "postgres_cluster"]
 
-_BIN = Path("/usr/lib/postgresql/15/bin")
+def _bin_dir() -> Path:
+    """The newest installed PostgreSQL (Debian: /usr/lib/postgresql/<major>/bin; 15 on
+    bookworm)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+_BIN = _bin_dir()
 _USER = "postgres"
 _counter = itertools.count(1)
 
@@ -95,7 +104,7 @@ def _run_as_postgres(args: list[str], log: Path) -> None:
 @contextmanager
 def postgres_cluster() -> Iterator[PostgresServer]:
     """Create and start a cluster; stop it by PID and remove its files on exit."""
-    need_executable(_BIN / "initdb", "postgresql-15")
+    need_executable(_BIN / "initdb", "postgresql")
     try:
         entry = pwd.getpwnam(_USER)
     except KeyError:
