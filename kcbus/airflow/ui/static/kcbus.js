@@ -443,6 +443,8 @@
         + `${state.taskContext.run_id} (DAG ${state.taskContext.dag_id}`
         + `${state.taskContext.map_index !== "-1" ? `, map index ${state.taskContext.map_index}` : ""}).`;
       state.filter = { ...state.taskContext };
+      // On a task instance's tab, what that task handled comes first.
+      $("#task-context").after($("#search"));
     }
     // Links from alert mails and elsewhere: ?uuid=…, ?flow=…&status=DEAD.
     const prefill = {};
