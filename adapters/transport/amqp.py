@@ -190,8 +190,9 @@ class AmqpTransport(TransportBase):
         transport_options: dict[str, object] = {}
         if kombu_scheme == "filesystem":
             folder = Path(unquote(parts.path))
-            if not folder.is_absolute():
-                raise TransportConfigError("kombu+filesystem needs an absolute folder",
+            if parts.netloc not in ("", "localhost") or not folder.is_absolute():
+                raise TransportConfigError("kombu+filesystem needs an absolute folder: "
+                                           "kombu+filesystem:///path",
                                            transport=scheme)
             for sub in ("queue", "processed"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
