@@ -90,6 +90,13 @@ class ContentKeyring:
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
 
+    def _reload(self) -> None:
+        assert self.path is not None
+        fresh = ContentKeyring.open(self.path, create=False)
+        self._keys = dict(fresh._keys)
+        self._aead = dict(fresh._aead)
+        self.active = fresh.active
+
     def rotate(self) -> str:
         """Add a fresh key and make it active (old ones stay for old blobs); saves the file."""
         kid = _new_kid()
@@ -113,6 +120,10 @@ class ContentKeyring:
 
     def decrypt(self, key_id: str, nonce: bytes, data: bytes, associated: bytes) -> bytes:
         aead = self._aead.get(key_id)
+        if aead is None and self.path is not None:
+            # Another process rotated the key: pick up the new ring (old keys stay in it).
+            self._reload()
+            aead = self._aead.get(key_id)
         if aead is None:
             raise ContentKeyMissing(key_id)
         try:

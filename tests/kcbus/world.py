@@ -226,6 +226,7 @@ def make_world(root: Path, keys: Keys, ledger_url: str | None = None, *,
                lra: str | None = None) -> World:
     name = f"w{uuid.uuid4().hex[:12]}"
     root.mkdir(parents=True, exist_ok=True)
+    lra = lra.format(name=name) if lra else None
     config = load(write_config(root, keys.root, broker=f"memory://{name}", lra=lra))
     world_holder: list[World] = []
 
