@@ -12,8 +12,10 @@
 * ``settle`` delivers what the deliveries produced (receipts to the senders).
 
 Scheduling (see :mod:`kcbus.airflow.flows`): event-driven flows are scheduled on one asset per
-inbound queue, each watched by a :class:`~kcbus.airflow.triggers.KombuQueueTrigger`
-(``AssetWatcher``), or-ed with a time schedule (polled endpoints every ``POLL_EVERY``, or the
+inbound drop folder or queue, each watched by a
+:class:`~kcbus.airflow.triggers.DropFolderTrigger` or
+:class:`~kcbus.airflow.triggers.KombuQueueTrigger` (``AssetWatcher``), or-ed with a time
+schedule (polled endpoints every ``POLL_EVERY``, or the
 retry sweep); scheduled batch flows run on their cron. ``max_active_runs=1``: events arriving
 during a run merge into one follow-up run, which drains whatever is pending.
 
@@ -35,11 +37,12 @@ from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable, Del
 
 from kcbus.airflow.flows import POLL_EVERY, EventSource, FlowPlan, flow_plans
 from kcbus.airflow.settings import config_path, load_config
-from kcbus.airflow.triggers import KombuQueueTrigger
+from kcbus.airflow.triggers import DropFolderTrigger, KombuQueueTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.bases.timetable import BaseTimetable
+    from airflow.triggers.base import BaseEventTrigger
 
 __all__ = ["ALERTS_ENV", "TIMEZONE", "build_flow_dag", "flow_dags", "inbound_asset"]
 
@@ -51,23 +54,29 @@ _START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def inbound_asset(source: EventSource) -> Asset:
-    """The asset standing for one inbound queue, watched by the kombu trigger.
+    """The asset standing for one inbound queue or drop folder, watched by its trigger.
 
-    Flows sharing a queue share the asset (same name and URI, same trigger), so one arrival
-    schedules each of them once.
+    Flows sharing an inbound endpoint share the asset (same name and URI, same trigger), so
+    one arrival schedules each of them once.
     """
     digest = hashlib.sha256(source.key.encode()).hexdigest()[:10]
-    trigger = KombuQueueTrigger(
-        queues=[source.queue],
-        broker_url=source.broker_url,
-        conn_id=source.conn_id,
-        transport_options=dict(source.transport_options),
-    )
+    trigger: BaseEventTrigger
+    if source.folder is not None:
+        trigger = DropFolderTrigger(folders=[source.folder])
+    else:
+        assert source.queue is not None
+        trigger = KombuQueueTrigger(
+            queues=[source.queue],
+            broker_url=source.broker_url,
+            conn_id=source.conn_id,
+            transport_options=dict(source.transport_options),
+        )
+    label = source.label
     return Asset(
-        name=f"kcbus-inbound-{source.queue}-{digest}",
-        uri=f"kcbus://inbound/{digest}/{source.queue}",
+        name=f"kcbus-inbound-{label}-{digest}",
+        uri=f"kcbus://inbound/{digest}/{label}",
         group="kcbus",
-        watchers=[AssetWatcher(name=f"kcbus-watch-{source.queue}-{digest}", trigger=trigger)],
+        watchers=[AssetWatcher(name=f"kcbus-watch-{label}-{digest}", trigger=trigger)],
     )
 
 
@@ -174,7 +183,8 @@ def build_flow_dag(plan: FlowPlan, *, config: Path | None = None) -> DAG:
             actor = _actor(get_current_context())
             return tasks.deliver(flow, destination, actor=actor, path=path)
 
-        @task(task_id="settle", trigger_rule="none_failed")
+        # Runs after deliveries (the receipts they produce); skipped when nothing was due.
+        @task(task_id="settle", trigger_rule="none_failed_min_one_success")
         def settle_task() -> dict[str, int]:
             from airflow.sdk import get_current_context
 

@@ -9,14 +9,15 @@ Rules:
   shared inbox (``bus.inbound``) for senders without their own (and for routes that name no
   senders). Endpoints shared by several flows are drained by whichever flow runs first; the
   pipeline routes every message by its header, so nothing depends on which run picked it up.
-* Endpoints on kombu (``amqp://``, ``amqps://``, ``kombu+memory://``, ``kombu+filesystem://``)
-  with an ``inbox`` are *event* sources: the DAG is triggered by a
-  :class:`~kcbus.airflow.triggers.KombuQueueTrigger` on that queue. Every other endpoint
-  (file drop, SFTP, HTTPS) is *polled* on a short schedule (``POLL_EVERY``).
+* *Event* sources: local drop folders (``file://``), watched by a
+  :class:`~kcbus.airflow.triggers.DropFolderTrigger`, and kombu queues (``amqp://``,
+  ``amqps://``, ``kombu+memory://``, ``kombu+filesystem://``, ``conn://`` with an ``inbox``),
+  watched by a :class:`~kcbus.airflow.triggers.KombuQueueTrigger`. Every other endpoint (SFTP,
+  HTTPS, the in-process twin) is *polled* on a short schedule (``POLL_EVERY``).
 * A route with ``schedule`` (cron or preset) runs on that schedule only (scheduled batch).
-* Event-driven flows also run every ``sweep`` (the route's retry backoff, at least a minute):
-  messages waiting for their next delivery attempt and receipts are picked up even when nothing
-  new arrives.
+* Event-driven flows also run every ``sweep`` (the route's retry backoff, 2 to 15 minutes):
+  messages waiting for their next delivery attempt are picked up even when nothing new
+  arrives. A sweep that finds nothing costs one task start (the rest of the run is skipped).
 * Credentials never reach a trigger (it is serialized into the DAG): an endpoint that needs a
   password is written ``conn://<conn_id>?inbox=...`` and an Airflow Connection holds its URL
   and credentials (see :mod:`kcbus.airflow.endpoints`). A ``amqp://`` URL with a password in
@@ -31,11 +32,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from kcbus.config import BusConfig, Route
 
-__all__ = ["POLL_EVERY", "EventSource", "FlowPlan", "flow_plans", "kombu_source"]
+__all__ = ["POLL_EVERY", "EventSource", "FlowPlan", "event_source", "flow_plans", "kombu_source"]
 
 #: How often flows with polled endpoints (file drop, SFTP, HTTPS inbox) look for new envelopes.
 POLL_EVERY = timedelta(seconds=30)
-_MIN_SWEEP = timedelta(minutes=1)
+_MIN_SWEEP = timedelta(minutes=2)
 _MAX_SWEEP = timedelta(minutes=15)
 _KOMBU = {"amqp": "amqp", "amqps": "amqps", "kombu+memory": "memory",
           "kombu+filesystem": "filesystem"}
@@ -43,19 +44,31 @@ _KOMBU = {"amqp": "amqp", "amqps": "amqps", "kombu+memory": "memory",
 
 @dataclass(frozen=True)
 class EventSource:
-    """A kombu queue to watch: what :class:`KombuQueueTrigger` needs (no credentials)."""
+    """An inbound queue to watch: a kombu queue (``queue`` on ``broker_url`` or ``conn_id``,
+    for :class:`KombuQueueTrigger`) or a local drop ``folder`` (for
+    :class:`DropFolderTrigger`). Never holds credentials."""
 
-    broker_url: str | None
-    conn_id: str | None
-    queue: str
+    broker_url: str | None = None
+    conn_id: str | None = None
+    queue: str | None = None
     transport_options: tuple[tuple[str, str], ...] = ()
+    folder: str | None = None
 
     @property
     def key(self) -> str:
-        """Stable identity for asset/watch names (broker + queue)."""
+        """Stable identity for asset/watch names."""
+        if self.folder is not None:
+            return f"folder|{self.folder}"
         where = self.conn_id or self.broker_url or ""
         options = ",".join(f"{k}={v}" for k, v in self.transport_options)
         return f"{where}|{options}|{self.queue}"
+
+    @property
+    def label(self) -> str:
+        """Short readable name (queue name, or the folder's last part)."""
+        if self.folder is not None:
+            return self.folder.rstrip("/").rsplit("/", 1)[-1]
+        return self.queue or "inbound"
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,14 @@ class FlowPlan:
     @property
     def dag_id(self) -> str:
         return f"kcbus_{self.name.replace('-', '_')}"
+
+
+def event_source(url: str) -> EventSource | None:
+    """What to watch for an inbound endpoint URL, or ``None`` if it can only be polled."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost"):
+        return EventSource(folder=unquote(parts.path))
+    return kombu_source(url)
 
 
 def kombu_source(url: str) -> EventSource | None:
@@ -143,7 +164,7 @@ def flow_plans(config: BusConfig) -> list[FlowPlan]:
         events: list[EventSource] = []
         polled: list[str] = []
         for url in inbound:
-            source = kombu_source(url)
+            source = event_source(url)
             if source is not None:
                 events.append(source)
             else:

@@ -1,7 +1,9 @@
-"""Event trigger: fire an Airflow asset event while a kombu queue has messages waiting.
+"""Event triggers: fire an Airflow asset event while envelopes wait in an inbound queue.
 
-:class:`KombuQueueTrigger` is a ``BaseEventTrigger`` for ``AssetWatcher`` (the
-common-messaging provider has none for AMQP/kombu). It *counts* the ready messages of one or
+:class:`DropFolderTrigger` watches local drop folders (the embedded default);
+:class:`KombuQueueTrigger` watches kombu/AMQP queues (the common-messaging provider has none
+for AMQP/kombu). Both are ``BaseEventTrigger`` subclasses for ``AssetWatcher``. The kombu
+trigger *counts* the ready messages of one or
 more queues with a passive ``queue.declare`` (AMQP 0-9-1 §1.7.2.1: ``passive`` only checks,
 ``declare-ok`` carries ``message-count``) and never consumes them: the DAG run that the event
 starts drains the queue through the transport adapter, which acknowledges only after the
@@ -9,8 +11,8 @@ ledger commit. The trigger can therefore never lose or hide a message.
 
 Invariants:
 
-* kombu is synchronous: every broker call runs in a worker thread (``asyncio.to_thread``), so
-  the triggerer's event loop stays free for the other triggers.
+* kombu and directory listings are synchronous: every such call runs in a worker thread
+  (``asyncio.to_thread``), so the triggerer's event loop stays free for the other triggers.
 * It fires when messages appear (``0 → n``) at once, and again every ``refire_interval``
   seconds while messages stay pending (a run is busy or failed). Extra events are harmless:
   Airflow merges queued asset events into one pending run per DAG and a flow DAG runs with
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,9 +41,12 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 if TYPE_CHECKING:
     from kombu.connection import Connection
 
-__all__ = ["FirePolicy", "KombuQueueTrigger", "QueueProbe"]
+__all__ = ["DropFolderTrigger", "FirePolicy", "KombuQueueTrigger", "QueueProbe", "count_ready"]
 
 _CLASSPATH = "kcbus.airflow.triggers.KombuQueueTrigger"
+_FOLDER_CLASSPATH = "kcbus.airflow.triggers.DropFolderTrigger"
+#: Names a drop-folder writer uses while a file is incomplete (adapters.transport._dropbox).
+_PARTIAL_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", "~")
 
 
 @dataclass
@@ -243,3 +249,90 @@ class KombuQueueTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval)
         finally:
             await asyncio.to_thread(probe.close)
+
+
+def count_ready(folder: str, marker_suffix: str | None = None) -> int:
+    """Complete envelopes waiting in one drop folder (blocking; call from a thread).
+
+    Follows the drop-folder rules of :mod:`adapters.transport._dropbox`: dot-files and
+    sub-folders (``.tmp``, ``.claimed``, ``.done``, ``.failed``) and names of half-written
+    files are not envelopes; with a completion marker only files that have theirs count.
+    A missing folder holds nothing.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            names = {
+                e.name for e in entries
+                if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            }
+    except FileNotFoundError:
+        return 0
+    ready = [n for n in names if not n.endswith(_PARTIAL_SUFFIXES)]
+    if marker_suffix:
+        ready = [n for n in ready
+                 if not n.endswith(marker_suffix) and f"{n}{marker_suffix}" in names]
+    return len(ready)
+
+
+class DropFolderTrigger(BaseEventTrigger):
+    """Fires an event while any of ``folders`` (local drop folders) holds complete envelopes.
+
+    The drop folder is the embedded default's transport: crash-safe and cross-process (atomic
+    rename on write, claims by rename). Counting is a directory listing in a worker thread;
+    nothing is claimed or moved (the DAG run does that through the adapter). Same firing rule
+    as :class:`KombuQueueTrigger` (:class:`FirePolicy`).
+
+    :param folders: absolute paths of the inbound drop folders to watch.
+    :param poll_interval: seconds between two listings (default 0.5).
+    :param refire_interval: seconds between two events while envelopes stay (default 2).
+    :param marker_suffix: count only files with a completion marker (``complete=marker``).
+    """
+
+    def __init__(
+        self,
+        *,
+        folders: Sequence[str],
+        poll_interval: float = 0.5,
+        refire_interval: float = 2.0,
+        marker_suffix: str | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if not folders:
+            raise ValueError("DropFolderTrigger needs at least one folder")
+        self.folders = [str(f) for f in folders]
+        self.poll_interval = float(poll_interval)
+        self.refire_interval = float(refire_interval)
+        self.marker_suffix = marker_suffix
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            _FOLDER_CLASSPATH,
+            {
+                "folders": list(self.folders),
+                "poll_interval": self.poll_interval,
+                "refire_interval": self.refire_interval,
+                "marker_suffix": self.marker_suffix,
+            },
+        )
+
+    def _count(self) -> dict[str, int]:
+        return {f: count_ready(f, self.marker_suffix) for f in self.folders}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        policy = FirePolicy(refire_interval=self.refire_interval)
+        while True:
+            try:
+                counts = await asyncio.to_thread(self._count)
+            except OSError as exc:  # e.g. a stale network mount: log, keep watching
+                self.log.warning("kcbus trigger: cannot list drop folder (%s)",
+                                 type(exc).__name__)
+                await asyncio.sleep(self.poll_interval * 4)
+                continue
+            total = sum(counts.values())
+            if policy.observe(total, time.monotonic()):
+                self.log.info("kcbus trigger: %d envelope(s) waiting in %d folder(s)",
+                              total, sum(1 for n in counts.values() if n))
+                yield TriggerEvent(  # type: ignore[no-untyped-call]
+                    {"pending": total, "folders": counts}
+                )
+            await asyncio.sleep(self.poll_interval)

@@ -25,9 +25,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "kcbus-test-passphrase"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
-_BROKER = re.compile(r"kombu\+filesystem://\$\{KCBUS_VAR\}/broker(\?[^\s]*)?")
-_DROP_IN = re.compile(r"file://\$\{KCBUS_VAR\}/drop/von-([a-z0-9-]+)")
-_DROP_OUT = re.compile(r"file://\$\{KCBUS_VAR\}/drop/an-([a-z0-9-]+)")
+_DROP_IN = re.compile(r"file://\$\{KCBUS_VAR\}/(drop|batch)/von-([a-z0-9-]+)")
+_DROP_OUT = re.compile(r"file://\$\{KCBUS_VAR\}/(drop|batch)/an-([a-z0-9-]+)")
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,7 @@ def memory_endpoints(name: str) -> Callable[[str], str]:
     """Endpoint rewriting for the in-memory twin: one named broker for everything."""
 
     def rewrite(text: str) -> str:
-        def broker(match: re.Match[str]) -> str:
-            query = match.group(1) or ""
-            inbox = re.search(r"inbox=([a-z0-9-]+)", query)
-            return f"memory://{name}" + (f"?inbox={inbox.group(1)}" if inbox else "")
-
-        text = _BROKER.sub(broker, text)
-        text = _DROP_IN.sub(lambda m: f"memory://{name}?inbox=bus-{m.group(1)}", text)
+        text = _DROP_IN.sub(lambda m: f"memory://{name}?inbox=bus-{m.group(2)}", text)
         return _DROP_OUT.sub(f"memory://{name}", text)
 
     return rewrite

@@ -56,7 +56,8 @@ def test_each_flow_dag_drains_in_batches_with_labelled_deliveries(demo_config: P
         assert isinstance(timetable, AssetOrTimeSchedule)
         watchers = [w for a in timetable.asset_condition.objects for w in a.watchers]
         assert watchers, dag_id
-        assert all(type(w.trigger).__name__ == "KombuQueueTrigger" for w in watchers)
+        # The embedded default's inbound drop folders, each watched by a trigger.
+        assert all(type(w.trigger).__name__ == "DropFolderTrigger" for w in watchers)
     tarif = bag.dags["kcbus_tarifdaten"].timetable  # type: ignore[attr-defined]
     assert isinstance(tarif, CronTriggerTimetable)
 
@@ -67,8 +68,8 @@ def test_flow_dags_serialize_with_their_triggers(demo_config: Path) -> None:
 
     bag = _dagbag()
     text = str(DagSerialization.to_dict(bag.dags["kcbus_entlassbrief"]))  # type: ignore[attr-defined]
-    assert "kcbus.airflow.triggers.KombuQueueTrigger" in text
-    assert "kcbus.bus-klinikum-musterkreis" in text  # the hospital's inbound queue
+    assert "kcbus.airflow.triggers.DropFolderTrigger" in text
+    assert "drop/von-klinikum-musterkreis" in text  # the hospital's inbound folder
 
 
 def test_dag_file_runs_standalone(demo_config: Path) -> None:

@@ -159,19 +159,43 @@ class AirflowStack:
         (self.home / "var" / "airflow").mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
 
-    def start(self) -> None:
+    def _spawn(self, name: str) -> None:
         assert self.log_dir is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        try:
+            self._procs[name] = subprocess.Popen(
+                [str(airflow_executable()), name],
+                env=self._env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start the api-server, and once it answers the other components: tasks the
+        scheduler starts talk to the api-server's execution API from their first second."""
+        self._spawn("api-server")
+        start = time.monotonic()
+        while not self.health():
+            self._check_alive()
+            if time.monotonic() - start > timeout:
+                raise AirflowStartError(f"api-server not answering after {timeout:.0f} s",
+                                        component="api-server")
+            time.sleep(0.5)
         for name in COMPONENTS:
-            log = (self.log_dir / f"{name}.log").open("ab")
-            try:
-                self._procs[name] = subprocess.Popen(
-                    [str(airflow_executable()), name],
-                    env=self._env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+            if name != "api-server":
+                self._spawn(name)
+
+    def _check_alive(self) -> None:
+        for name, proc in self._procs.items():
+            if proc.poll() is not None:
+                assert self.log_dir is not None
+                raise AirflowStartError(
+                    f"airflow {name} exited with {proc.returncode}:\n"
+                    f"{_tail(self.log_dir / f'{name}.log')}",
+                    component=name,
                 )
-            finally:
-                log.close()
 
     def health(self) -> dict[str, str]:
         """Component → status from the api-server's health endpoint ({} if unreachable)."""
@@ -186,18 +210,45 @@ class AirflowStack:
             if isinstance(value, dict)
         }
 
+    def api(
+        self, method: str, path: str, *, token: str | None = None,
+        body: Mapping[str, object] | None = None, attempts: int = 3, timeout: float = 60.0,
+    ) -> dict[str, object]:
+        """One call to the api-server (``path`` under the base URL); JSON in, JSON out.
+
+        Timeouts and refused connections are retried (a busy single-worker api-server on a
+        small machine answers late); HTTP errors are not."""
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in range(1, attempts + 1):
+            request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+            request.add_header("Content-Type", "application/json")
+            if token:
+                request.add_header("Authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    answer = json.loads(resp.read() or b"{}")
+                return answer if isinstance(answer, dict) else {"items": answer}
+            except urllib.error.HTTPError as exc:
+                raise AirflowStartError(f"{method} {path}: HTTP {exc.code}") from exc
+            except (OSError, ValueError) as exc:
+                if attempt == attempts:
+                    raise AirflowStartError(f"{method} {path}: {type(exc).__name__}") from exc
+                time.sleep(2.0 * attempt)
+        raise AssertionError("unreachable")
+
+    def token(self, user: str = "admin") -> str:
+        """An API token for ``user`` (simple auth manager, generated password)."""
+        password = self.passwords().get(user)
+        if password is None:
+            raise AirflowStartError(f"no generated password for {user} in {self.passwords_file()}")
+        answer = self.api("POST", "/auth/token", body={"username": user, "password": password})
+        return str(answer["access_token"])
+
     def wait_healthy(self, timeout: float = 180.0) -> float:
         """Block until every component is healthy; returns the seconds waited."""
         start = time.monotonic()
         while True:
-            for name, proc in self._procs.items():
-                if proc.poll() is not None:
-                    assert self.log_dir is not None
-                    raise AirflowStartError(
-                        f"airflow {name} exited with {proc.returncode}:\n"
-                        f"{_tail(self.log_dir / f'{name}.log')}",
-                        component=name,
-                    )
+            self._check_alive()
             status = self.health()
             if status and all(status.get(key) == "healthy" for key in _HEALTH_KEYS):
                 return time.monotonic() - start

@@ -13,7 +13,7 @@ holds no content; opened messages are checked and dropped.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,6 +78,9 @@ class DemoWorld:
     config: BusConfig
     keys_root: Path
     passphrase: str
+    #: Where ``conn://<id>`` endpoints of the config really are (Airflow Connections are the
+    #: bus's; the partners are configured with the URL itself).
+    connections: Mapping[str, str] = field(default_factory=dict)
     keystores: dict[str, Keystore] = field(default_factory=dict)
     _outboxes: dict[str, Transport] = field(default_factory=dict, repr=False)
     _inboxes: dict[str, Transport] = field(default_factory=dict, repr=False)
@@ -121,13 +124,22 @@ class DemoWorld:
         p = self.config.partners[partner]
         if p.deliver_to is None:
             raise ConfigurationError(f"partner {partner} has no deliver_to")
-        if urlsplit(p.deliver_to).scheme.lower() in _QUEUED:
+        if urlsplit(p.deliver_to).scheme.lower() in (*_QUEUED, "conn"):
             return _with_query(p.deliver_to, inbox=partner)
         return p.deliver_to
 
+    def _resolve(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "conn":
+            return url
+        real = self.connections.get(parts.netloc)
+        if real is None:
+            raise ConfigurationError(f"no URL for connection {parts.netloc} in the demo")
+        return _with_query(real, **dict(parse_qsl(parts.query)))
+
     def outbox(self, partner: str) -> Transport:
         if partner not in self._outboxes:
-            url = self._send_url(partner)
+            url = self._resolve(self._send_url(partner))
             scheme = urlsplit(url).scheme.lower()
             # The memory twin stands in for an authenticated transport: say who sends.
             self._outboxes[partner] = (
@@ -137,7 +149,7 @@ class DemoWorld:
 
     def inbox(self, partner: str) -> Transport:
         if partner not in self._inboxes:
-            self._inboxes[partner] = connect(self._receive_url(partner))
+            self._inboxes[partner] = connect(self._resolve(self._receive_url(partner)))
         return self._inboxes[partner]
 
     # -- traffic ----------------------------------------------------------------------------
