@@ -211,40 +211,66 @@ def deliver_batch(rt: Runtime, limit: int, destination: str | None = None) -> St
         )
         forwarded = unit.blobs("content", {m.ledger_id for _, m in pairs if m.end_to_end})
         messages: dict[int, MessageRow] = {}
+        by_destination: dict[str, list[tuple[DeliveryRow, MessageRow, Outbound]]] = {}
         for delivery, message in pairs:
             messages[message.ledger_id] = message
             data = forwarded[message.ledger_id] if message.end_to_end else sealed[delivery.id]
-            envelope_id = delivery.envelope_id or ""
-            try:
-                rt.transport(delivery.destination).send(
-                    Outbound(envelope_id=envelope_id, recipient=delivery.destination, data=data)
+            item = Outbound(
+                envelope_id=delivery.envelope_id or "", recipient=delivery.destination, data=data
+            )
+            by_destination.setdefault(delivery.destination, []).append((delivery, message, item))
+        for target, items in by_destination.items():
+            for (delivery, message, item), error in zip(
+                items, _send(rt, target, [i for _, _, i in items]), strict=True
+            ):
+                if error is not None:
+                    _failed(rt, unit, delivery, message, "deliver", error, counts)
+                    continue
+                counts.sent += 1
+                unit.update_delivery(
+                    delivery.id,
+                    status=DeliveryStatus.DELIVERED,
+                    attempts=delivery.attempts + 1,
+                    delivered_at=unit.now,
+                    next_attempt_at=None,
+                    last_error_code=None,
+                    last_error=None,
                 )
-            except KcbusError as exc:
-                _failed(rt, unit, delivery, message, "deliver", exc, counts)
-                continue
-            except Exception as exc:  # a transport bug must not stop the batch
-                internal = _Internal(f"unexpected {type(exc).__name__} in the transport")
-                _failed(rt, unit, delivery, message, "deliver", internal, counts)
-                continue
-            counts.sent += 1
-            unit.update_delivery(
-                delivery.id,
-                status=DeliveryStatus.DELIVERED,
-                attempts=delivery.attempts + 1,
-                delivered_at=unit.now,
-                next_attempt_at=None,
-                last_error_code=None,
-                last_error=None,
-            )
-            unit.event(
-                message.ledger_id,
-                "deliver",
-                DeliveryStatus.DELIVERED,
-                delivery_id=delivery.id,
-                detail=f"to {delivery.destination}, envelope {envelope_id}",
-            )
+                unit.event(
+                    message.ledger_id,
+                    "deliver",
+                    DeliveryStatus.DELIVERED,
+                    delivery_id=delivery.id,
+                    detail=f"to {delivery.destination}, envelope {item.envelope_id}",
+                )
         _summarise(rt, unit, messages, counts)
     return counts
+
+
+def _send(rt: Runtime, destination: str, items: list[Outbound]) -> list[KcbusError | None]:
+    """Send a destination's batch together (AMQP confirms it in one round trip); if that
+    fails, send one by one to learn which failed — sends are idempotent by envelope ID, so
+    repeating one that already went is harmless."""
+    try:
+        transport = rt.transport(destination)
+    except KcbusError as exc:
+        return [exc] * len(items)
+    if len(items) > 1:
+        try:
+            transport.send_many(items)
+            return [None] * len(items)
+        except Exception:  # learn per item below
+            pass
+    outcomes: list[KcbusError | None] = []
+    for item in items:
+        try:
+            transport.send(item)
+            outcomes.append(None)
+        except KcbusError as exc:
+            outcomes.append(exc)
+        except Exception as exc:  # a transport bug must not stop the batch
+            outcomes.append(_Internal(f"unexpected {type(exc).__name__} in the transport"))
+    return outcomes
 
 
 def _summarise(

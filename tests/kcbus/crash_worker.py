@@ -53,6 +53,10 @@ class Hooked:
             point(self.on_ack)
         self.inner.acknowledge(delivery)
 
+    def send_many(self, items: list[Outbound]) -> None:
+        for item in items:
+            self.send(item)
+
     def send(self, item: Outbound) -> None:
         self.inner.send(item)
         if self.after_send:

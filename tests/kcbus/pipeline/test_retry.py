@@ -26,6 +26,10 @@ class Outage:
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
+    def send_many(self, items: list[Outbound]) -> None:
+        for item in items:
+            self.send(item)
+
     def send(self, item: Outbound) -> None:
         if self.failures > 0:
             self.failures -= 1
