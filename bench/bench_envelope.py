@@ -8,11 +8,13 @@
   JWS-in-JWE mandates (base64url of payload and ciphertext, AES-256-GCM, JSON headers), in
   straight-line code without any checks. The gap to this floor is kcbus's own overhead.
 * a 1 GiB attachment (``--quick``: 64 MiB) sealed to a file and opened to a file in a
-  subprocess: MB/s of size / (seal + open), goal 400, beside bare AES-256-GCM + SHA-256 over
-  the same bytes in memory; and the subprocess's peak RSS (``getrusage(RUSAGE_CHILDREN)`` of a
-  wrapper whose only child is the worker), goal < 150 MB, beside the same worker sealing a
-  message without attachment. The files live in ``/dev/shm`` when it exists, so the figure is
-  the envelope code's and not the (shared, virtual) disk's.
+  subprocess: MB/s of size / (seal + open), goal 400, beside the same file passes (hash; read,
+  encrypt, write; read, decrypt, hash, write) with bare AES-256-GCM + SHA-256; and the
+  subprocess's peak RSS (``getrusage(RUSAGE_CHILDREN)`` of a wrapper whose only child is the
+  worker), goal < 150 MB, beside the same worker sealing a message without attachment. The
+  files live in ``/dev/shm`` when it exists, so the figure is the envelope code's and not the
+  (shared, virtual) disk's. Best of two runs each: first touches of fresh memory in a VM cost
+  more than the crypto.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ from adapters.envelope import Keystore, open_envelope, seal
 root, attachment = Path(sys.argv[1]), sys.argv[2]
 now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 sender, recipient = Keystore(root / "a", "bench"), Keystore(root / "b", "bench")
-sender.signer("a", now); recipient.decrypter(recipient.keys("b")[0].kid)  # unlock first
+sender.unlock(); recipient.unlock()  # the passphrase KDF is not part of the figure
 files = [Path(attachment)] if attachment != "-" else []
 start = time.perf_counter()
 seal(b"<plan/>", sender="a", recipient="b", keystore=sender, now=now,
@@ -236,18 +238,30 @@ def _worker(root: Path, attachment: str) -> tuple[dict[str, float], float]:
     return json.loads(report), int(maxrss) / 1024  # ru_maxrss is in KiB on Linux
 
 
-def _bare_stream(size: int) -> float:
-    """MB/s of AES-256-GCM + SHA-256 over ``size`` bytes, twice (seal and open), in memory."""
+def _bare_stream(root: Path, source: Path, size: int) -> float:
+    """MB/s of the same file passes with bare crypto and no envelope code: hash the file;
+    read, AES-256-GCM encrypt, write; read, decrypt, hash, write (in 1 MiB chunks)."""
     aead = AESGCM(os.urandom(32))
-    plain = memoryview(bytearray(os.urandom(MiB)))
-    out = memoryview(bytearray(MiB + 16))
+    plain = memoryview(bytearray(MiB))
+    sealed = memoryview(bytearray(MiB + 16))
+    nonce = bytes(12)
     start = time.perf_counter()
-    for _ in range(2):
-        digest = hashlib.sha256()
-        for j in range(size // MiB):
-            aead.encrypt_into(j.to_bytes(12, "big"), plain, None, out)
+    with open(source, "rb") as handle:
+        hashlib.file_digest(handle, "sha256")
+    with open(source, "rb", buffering=0) as src, open(root / "bare.sealed", "wb") as out:
+        while src.readinto(plain):
+            aead.encrypt_into(nonce, plain, None, sealed)
+            out.write(sealed)
+    digest = hashlib.sha256()
+    with open(root / "bare.sealed", "rb", buffering=0) as src, open(root / "bare.out", "wb") as out:
+        while src.readinto(sealed):
+            aead.decrypt_into(nonce, sealed, None, plain)
             digest.update(plain)
-    return size / 1e6 / (time.perf_counter() - start)
+            out.write(plain)
+    elapsed = time.perf_counter() - start
+    (root / "bare.sealed").unlink()
+    (root / "bare.out").unlink()
+    return size / 1e6 / elapsed
 
 
 def _attachment(root: Path, size: int) -> Iterable[Figure]:
@@ -257,12 +271,19 @@ def _attachment(root: Path, size: int) -> Iterable[Figure]:
         for _ in range(size // MiB):
             out.write(block)
     _, baseline_rss = _worker(root, "-")
-    times, peak_rss = _worker(root, str(big))
+    # Best of two, alternating with the baseline: the first touch of fresh memory in a VM
+    # costs more than the crypto, and the machine is shared.
+    speed = bare = 0.0
+    peak_rss = 0.0
+    for _ in range(2):
+        times, rss = _worker(root, str(big))
+        speed = max(speed, size / 1e6 / (times["seal"] + times["open"]))
+        peak_rss = max(peak_rss, rss)
+        bare = max(bare, _bare_stream(root, big, size))
     big.unlink()
     label = f"{size // MiB} MiB" if size < 1 << 30 else f"{size >> 30} GiB"
-    speed = size / 1e6 / (times["seal"] + times["open"])
     yield Figure(f"envelope attachment {label} seal+open", speed, "MB/s",
-                 "bare AES-256-GCM + SHA-256 in memory", _bare_stream(size), goal=400,
+                 "same file passes, bare AES-256-GCM + SHA-256", bare, goal=400,
                  goal_on="value")
     yield Figure(f"envelope attachment {label} peak RSS", peak_rss, "MB",
                  "same process, no attachment", baseline_rss, goal=150, goal_on="value",

@@ -364,6 +364,11 @@ class Keystore:
         kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
         return OctKey.import_key(kek)
 
+    def unlock(self) -> None:
+        """Derive the key-encryption key now (asks for the passphrase if needed), so the first
+        envelope does not pay the scrypt derivation."""
+        self._unlock()
+
     def _unlock(self) -> OctKey:
         if self._kek is not None:
             return self._kek
