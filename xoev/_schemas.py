@@ -300,6 +300,8 @@ class SchemaRegistry:
                 self._owner.setdefault(xsd.target_namespace, package)
         self._url_map, self._url_namespaces = self._map_urls()
         self._url_key = tuple(sorted((u, str(p)) for u, p in self._url_map.items()))
+        self._entries: dict[tuple[str | None, str, str | None], tuple[_Package, Path]] = {}
+        self._compiled_here: dict[Path, _Compiled] = {}
 
     # -- construction ---------------------------------------------------------------------
 
@@ -386,16 +388,33 @@ class SchemaRegistry:
         return tuple(infos)
 
     def _message_types(self, package: _Package) -> list[tuple[str | None, str]]:
+        """Global elements of the package's top-level documents: files that no other file of
+        the package includes or imports, at the shallowest directory level that has any (so
+        NeTEx's ``ynotation/`` notation samples and ``wsdl_model/`` stay out). Heuristic, for
+        listing; validation looks any global element up, message type or not."""
         imported = {loc for f in package.files.values() for _, loc in f.imports
                     if isinstance(loc, Path)}
-        imported |= {p for u, p in self._url_map.items()}
-        types: list[tuple[str | None, str]] = []
-        for top in package.include_tops():
+        imported |= set(self._url_map.values())
+        declared: dict[Path, set[tuple[str | None, str]]] = {}
+        for top, closure in package.include_tops().items():
             if top in imported:
                 continue
-            xsd = package.files[top]
-            types.extend((xsd.target_namespace, name) for name in xsd.elements)
-        return types
+            # A top file's own global elements; a pure include hub (xdomea.xsd) lends the
+            # elements of the files it includes.
+            own = package.files[top]
+            names = {(own.target_namespace, name) for name in own.elements} or {
+                (package.files[f].target_namespace, name)
+                for f in closure for name in package.files[f].elements}
+            if names:
+                declared[top] = names
+        if not declared:
+            return []
+        depth = min(len(top.relative_to(package.path).parts) for top in declared)
+        types: set[tuple[str | None, str]] = set()
+        for top, names in declared.items():
+            if len(top.relative_to(package.path).parts) == depth:
+                types |= names
+        return sorted(types, key=lambda item: (item[0] or "", item[1]))
 
     def owner(self, namespace: str | None) -> str | None:
         """Name of the package that owns a namespace."""
@@ -428,6 +447,14 @@ class SchemaRegistry:
 
     def _entry_for(self, namespace: str | None, local: str,
                    hint: str | None) -> tuple[_Package, Path]:
+        key = (namespace, local, hint)
+        found = self._entries.get(key)
+        if found is None:
+            found = self._entries[key] = self._choose_entry(namespace, local, hint)
+        return found
+
+    def _choose_entry(self, namespace: str | None, local: str,
+                      hint: str | None) -> tuple[_Package, Path]:
         package = self._owner.get(namespace)
         if package is None:
             raise NoSchema(local, namespace, namespace_known=False)
@@ -505,15 +532,20 @@ class SchemaRegistry:
         return self._compiled(entry).report
 
     def _compiled(self, entry: Path) -> _Compiled:
+        compiled = self._compiled_here.get(entry)
+        if compiled is not None:
+            return compiled
         key = (str(entry), self._url_key)
         compiled = _CACHE.get(key)
         if compiled is not None:
+            self._compiled_here[entry] = compiled
             return compiled
         with _CACHE_LOCK:
             compiled = _CACHE.get(key)
             if compiled is None:
                 compiled = self._compile(entry)
                 _CACHE[key] = compiled
+        self._compiled_here[entry] = compiled
         return compiled
 
     def _compile(self, entry: Path) -> _Compiled:
