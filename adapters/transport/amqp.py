@@ -149,6 +149,7 @@ class AmqpTransport(TransportBase):
         self._publisher_channel: object = None
         self._published = 0
         self._unconfirmed: set[int] = set()
+        self._declared: set[str] = set()  # partners whose queues this channel declared
         self._nacked = False
         if self._virtual:
             options.setdefault("polling_interval", 0.01)
@@ -339,10 +340,16 @@ class AmqpTransport(TransportBase):
         def publish_batch() -> None:
             producer = self._publisher()
             for message in messages:
+                if message.recipient not in self._declared:
+                    # once per channel and partner (kombu's per-publish declare= would bind
+                    # and compare entities on every message)
+                    for queue in self._queues(message.recipient):
+                        queue(producer.channel).declare()  # type: ignore[no-untyped-call]
+                    self._declared.add(message.recipient)
                 producer.publish(  # type: ignore[no-untyped-call]
                     message.body, routing_key=message.recipient, delivery_mode=2,
                     content_type=_CONTENT_TYPE, content_encoding="binary",
-                    headers=message.headers, declare=self._queues(message.recipient),
+                    headers=message.headers,
                     exchange=self._dlx if dead else self._exchange, **message.properties,
                 )
                 if self._confirming:
@@ -365,6 +372,7 @@ class AmqpTransport(TransportBase):
         if channel is not self._publisher_channel or self._producer is None:
             self._publisher_channel = channel
             self._producer = Producer(channel, exchange=self._exchange)  # type: ignore[no-untyped-call]
+            self._declared = set()
             self._published = 0
             self._unconfirmed = set()
             self._nacked = False
