@@ -21,6 +21,10 @@ POST  ``/api/v1/messages/{ref}/content``     the content, full-inspection routes
                                              recorded in the message's history)
 ====  =====================================  ====================================================
 
+Writes take JSON bodies only (FastAPI refuses other content types with 422): a form on
+another site cannot post ``application/json`` without a CORS preflight, so the Airflow login
+cookie alone never triggers an action (CSRF); every action also needs a reason.
+
 Status codes: 401 no login, 403 not allowed (or content refused), 404 unknown message,
 409 too many messages for one bulk action, 422 bad parameters, 503 ledger not configured or
 unreachable. Error bodies are ``{"detail": text}`` with IDs only, never content.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -27,7 +28,7 @@ from tests.servers._process import (
     wait_for,
 )
 
-__all__ = ["PASSWORDS", "AirflowServer", "airflow_api_server"]
+__all__ = ["PASSWORDS", "AirflowServer", "airflow_api_server", "migrated_database"]
 
 PASSWORDS = {"admin": "admin-pw-1", "op": "op-pw-2", "viewer": "viewer-pw-3"}
 _ROLES = {"admin": "admin", "op": "op", "viewer": "viewer"}
@@ -87,19 +88,34 @@ def _env(home: Path, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def airflow_api_server(home: Path, extra_env: Mapping[str, str]) -> Iterator[AirflowServer]:
+def migrated_database(home: Path) -> Path:
+    """An Airflow metadata database (SQLite) migrated to this Airflow's schema."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dags").mkdir(exist_ok=True)
-    (home / "passwords.json").write_text(json.dumps(PASSWORDS))
-    env = _env(home, extra_env)
-    log = home / "api-server.log"
+    env = _env(home, {})
     migrate = subprocess.run(
         [str(_AIRFLOW), "db", "migrate"], env=env, capture_output=True, timeout=300, check=False
     )
     if migrate.returncode != 0:
         tail = migrate.stderr.decode(errors="replace")[-800:]
         raise ServerStartError(f"airflow db migrate failed ({migrate.returncode}): {tail}")
+    return home / "airflow.db"
+
+
+@contextmanager
+def airflow_api_server(
+    home: Path, extra_env: Mapping[str, str], *, database: Path | None = None
+) -> Iterator[AirflowServer]:
+    """Start the server in ``home``; ``database`` is a migrated metadata database to copy
+    (saves the migration when several servers run in one session)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dags").mkdir(exist_ok=True)
+    (home / "passwords.json").write_text(json.dumps(PASSWORDS))
+    env = _env(home, extra_env)
+    log = home / "api-server.log"
+    if database is not None:
+        shutil.copyfile(database, home / "airflow.db")
+    else:
+        migrated_database(home)
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from kcbus.ledger import Ledger
-from tests.airflow.ui._airflow_server import AirflowServer, airflow_api_server
+from tests.airflow.ui._airflow_server import (
+    AirflowServer,
+    airflow_api_server,
+    migrated_database,
+)
 from tests.servers._process import ServerStartError
 
 #: Flows whose full-inspection content the server's operators may look at.
@@ -24,8 +28,19 @@ class UiWorld:
     home: Path
 
 
+@pytest.fixture(scope="session")
+def airflow_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``airflow db migrate`` per session; each server starts from a copy."""
+    try:
+        return migrated_database(Path(tmp_path_factory.mktemp("airflow-db")))
+    except ServerStartError as exc:
+        pytest.fail(f"cannot prepare the Airflow database: {exc}", pytrace=False)
+
+
 @pytest.fixture(scope="module")
-def ui_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiWorld]:
+def ui_world(
+    tmp_path_factory: pytest.TempPathFactory, airflow_database: Path
+) -> Iterator[UiWorld]:
     """One API server and ledger per test module: the browser test's page shows only its own
     demo data, not what the API tests wrote."""
     home = Path(tmp_path_factory.mktemp("airflow-ui-home"))
@@ -38,7 +53,7 @@ def ui_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiWorld]:
         "AIRFLOW__KCBUS__UI_SHOW_CONTENT": CONTENT_FLOW,
     }
     try:
-        with airflow_api_server(home / "airflow", env) as server:
+        with airflow_api_server(home / "airflow", env, database=airflow_database) as server:
             yield UiWorld(server=server, ledger=ledger, home=home)
     except ServerStartError as exc:
         pytest.fail(f"cannot start the Airflow API server: {exc}", pytrace=False)

@@ -4,6 +4,7 @@ ledger: every endpoint, and every refusal (anonymous, viewer acting, content rul
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,18 +24,21 @@ def _flow() -> str:
 
 
 @pytest.fixture(scope="module")
-def viewer(ui_world: UiWorld) -> httpx.Client:
-    return ui_world.server.client("viewer")
+def viewer(ui_world: UiWorld) -> Iterator[httpx.Client]:
+    with ui_world.server.client("viewer") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def op(ui_world: UiWorld) -> httpx.Client:
-    return ui_world.server.client("op")
+def op(ui_world: UiWorld) -> Iterator[httpx.Client]:
+    with ui_world.server.client("op") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def anonymous(ui_world: UiWorld) -> httpx.Client:
-    return ui_world.server.client(None)
+def anonymous(ui_world: UiWorld) -> Iterator[httpx.Client]:
+    with ui_world.server.client(None) as client:
+        yield client
 
 
 ENDPOINTS = [
@@ -262,6 +266,20 @@ def test_op_resends_a_dead_message_recorded_with_user_and_reason(
     last = detail["events"][-1]
     assert (last["stage"], last["actor"], last["detail"]) == (
         "resend", "op", "partner SFTP server is back")
+
+
+def test_actions_accept_only_json_so_no_cross_site_form_can_trigger_them(
+    ui_world: UiWorld, op: httpx.Client
+) -> None:
+    # An HTML form on another site can post text/plain or url-encoded bodies with the user's
+    # cookie, but not application/json (that needs a CORS preflight Airflow does not grant).
+    dead = write_message(ui_world.ledger, route=_flow(), sender="a", recipients=["b"],
+                         final=Status.DEAD)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = op.post(f"{API}/messages/{dead.uuid}/resend",
+                           content='{"reason": "forged"}', headers={"Content-Type": content_type})
+        assert response.status_code == 422
+    assert op.get(f"{API}/messages/{dead.uuid}").json()["message"]["status"] == "DEAD"
 
 
 def test_a_reason_is_required(ui_world: UiWorld, op: httpx.Client) -> None:

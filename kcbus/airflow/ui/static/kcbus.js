@@ -5,6 +5,7 @@
 (() => {
   const API = new URL("../api/v1/", window.location.href);
   const PAGE_SIZE = 50;
+  const AUTO_REFRESH_MS = 60_000;
   const STATUS_COLORS = {
     RECEIVED: "#7a9cc6", OPENED: "#5b8bd0", VALIDATED: "#3f78d6", ROUTED: "#2563c9",
     DELIVERED: "#12a150", ACKNOWLEDGED: "#067647", REJECTED: "#dc6803", DUPLICATE: "#98a2b3",
@@ -458,6 +459,12 @@
     if (Object.keys(prefill).length) state.filter = { ...prefill, ...(state.taskContext || {}) };
     await refresh();
     document.body.dataset.ready = "true";
+    // Operators keep the page open on call: chart and failure list follow the ledger.
+    window.setInterval(() => {
+      if (document.visibilityState === "visible" && !$("#action-dialog").open) {
+        Promise.all([loadChart(), loadFailures()]).catch(fail);
+      }
+    }, AUTO_REFRESH_MS);
   }
 
   document.addEventListener("DOMContentLoaded", () => { guard(start)(); });
