@@ -195,14 +195,19 @@ class CodeLists:
         not_checked: dict[tuple[str, str | None], None] = {}
         checked = 0
         for element, uri, version, code in codes:
-            line: int | None = element.sourceline  # type: ignore[assignment]
-            where = xpath_of(element)
+
+            def issue(list_uri: str | None, list_version: str | None, problem: str,
+                      element: etree._Element = element) -> CodeIssue:
+                # The XPath is built only for issues: it walks siblings, O(depth x width).
+                line: int | None = element.sourceline  # type: ignore[assignment]
+                return CodeIssue(line, xpath_of(element), list_uri, list_version, problem)
+
             if not uri:
-                issues.append(CodeIssue(line, where, None, version, "listURI missing"))
+                issues.append(issue(None, version, "listURI missing"))
                 continue
             if not version:
                 if self.versions(uri):
-                    issues.append(CodeIssue(line, where, uri, None, "listVersionID missing"))
+                    issues.append(issue(uri, None, "listVersionID missing"))
                 else:
                     not_checked.setdefault((uri, None))
                 continue
@@ -212,9 +217,9 @@ class CodeLists:
                 continue
             checked += 1
             if code is None:
-                issues.append(CodeIssue(line, where, uri, version, "code missing"))
+                issues.append(issue(uri, version, "code missing"))
             elif code not in code_list:
-                issues.append(CodeIssue(line, where, uri, version, "code not in code list"))
+                issues.append(issue(uri, version, "code not in code list"))
         return CodeListReport(tuple(issues), tuple(not_checked), checked)
 
 

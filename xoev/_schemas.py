@@ -302,6 +302,7 @@ class SchemaRegistry:
         self._url_key = tuple(sorted((u, str(p)) for u, p in self._url_map.items()))
         self._entries: dict[tuple[str | None, str, str | None], tuple[_Package, Path]] = {}
         self._compiled_here: dict[Path, _Compiled] = {}
+        self._closures: dict[Path, tuple[dict[str | None, list[Path]], bool, set[Path]]] = {}
 
     # -- construction ---------------------------------------------------------------------
 
@@ -479,6 +480,12 @@ class SchemaRegistry:
 
     def _closure(self, entry: Path) -> tuple[dict[str | None, list[Path]], bool, set[Path]]:
         """Per imported namespace the distinct files imported for it; XSD 1.1 flag; all files."""
+        found = self._closures.get(entry)
+        if found is None:
+            found = self._closures[entry] = self._walk_closure(entry)
+        return found
+
+    def _walk_closure(self, entry: Path) -> tuple[dict[str | None, list[Path]], bool, set[Path]]:
         files = {p: f for pkg in self._packages for p, f in pkg.files.items()}
         imports: dict[str | None, list[Path]] = {}
         xsd11 = False
@@ -653,14 +660,7 @@ class SchemaRegistry:
             walker = TypeWalker(self._xmlschema(entry, version="1.1" if xsd11 else "1.0"))
             _WALKERS[key] = walker
         values = []
-        for element, xsd_type in walker.iter_types(root):
-            attributes = getattr(xsd_type, "attributes", None)
-            if attributes is None or "listURI" not in attributes:
-                continue
-            if "listVersionID" not in attributes:
-                continue
-            uri = element.get("listURI") or _fixed(attributes["listURI"])
-            version = element.get("listVersionID") or _fixed(attributes["listVersionID"])
+        for element, uri, version in walker.iter_codes(root):
             code_element = element.find("code")
             code = code_element.text.strip() if code_element is not None and \
                 code_element.text else None
@@ -678,11 +678,6 @@ class SchemaRegistry:
         qname = etree.QName(root)
         return ValidationResult(not issues, issues, package.name, qname.namespace,
                                 qname.localname, entry, "xmlschema", truncated)
-
-
-def _fixed(attribute: object) -> str | None:
-    value = getattr(attribute, "fixed", None) or getattr(attribute, "default", None)
-    return str(value) if value else None
 
 
 def _hint(root: etree._Element, namespace: str | None) -> str | None:
