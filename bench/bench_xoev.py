@@ -6,6 +6,9 @@
   against the same schema (what a pure-Python validator gives).
 * ``xoev validate pre-parsed``: libxml2 validation of an already parsed tree, beside the same
   from bytes: how much of the cost is parsing + header.
+* ``xoev code-list check``: the XÖV code-list check of the same message (each
+  ``xoev-code:Code`` typed through the schema, list URI/version from message or schema),
+  beside validation from bytes.
 * ``xoev compile XBau``: milliseconds to compile ``xbau-nachrichten-baugenehmigung.xsd`` offline
   (release set resolved against complete/), lower is better, beside xmlschema's compile.
 * ``xoev compile NeTEx`` (not with ``--quick``): seconds for ``NeTEx_publication.xsd`` with
@@ -78,7 +81,7 @@ print(SchemaRegistry.from_dirs([xsd.parent]).compile(xsd).seconds)
 def run(args: argparse.Namespace) -> Iterable[Figure]:
     import xmlschema
 
-    from xoev import SchemaRegistry, parse_xml, read_header
+    from xoev import CodeLists, SchemaRegistry, parse_xml, read_header
 
     message = xbau_message()
     registry = SchemaRegistry.from_dirs([STANDARDS / "xbau-2.6/release",
@@ -114,6 +117,14 @@ def run(args: argparse.Namespace) -> Iterable[Figure]:
                  "xmlschema validate", baseline, goal=1500, goal_on="value")
     yield Figure("xoev validate pre-parsed (libxml2 only)", parsed_rate, "msg/s",
                  "xoev from bytes", ours)
+
+    lists = CodeLists.from_dir(STANDARDS / "xbau-2.6/codelists")
+    lists.check(tree, registry=registry)  # builds the xmlschema twin once
+
+    with one_core():
+        checked = rate(lambda: lists.check(tree, registry=registry), min_seconds=seconds)
+    yield Figure("xoev code-list check 20 KB XBau (types 2-4)", checked, "msg/s",
+                 "xoev validate from bytes", ours)
 
     laughs = _billion_laughs()
     plain = b"<lolz>" + b"<a>lol</a>" * ((len(laughs) - 13) // 10) + b"</lolz>"

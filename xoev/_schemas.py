@@ -31,7 +31,12 @@ Rules (each one is visible through :meth:`SchemaRegistry.packages` and ``kcbus s
   gives diagnostics on demand (:meth:`SchemaRegistry.diagnose`) and validates schemas that need
   XSD 1.1, which libxml2 does not implement. xmlschema's verdict never overrides libxml2's.
 * **No content in errors.** Validation messages are libxml2's, with instance values redacted
-  (``The value '…'``): they go to logs, receipts and the operator UI.
+  (``The value '…'``): they go to logs, receipts and the operator UI. Paths use the document's
+  prefixes (``/xbau:baugenehmigung.antrag.0200/nachrichtenkopf.g2g/...``), local names where it
+  uses a default namespace (libxml2 would write ``/*/*[1]``), see ``xoev/_paths.py``.
+* **Code lists.** :meth:`SchemaRegistry.code_values` types each code-like element through
+  xmlschema's component model (``xoev/_typemap.py``) to learn the ``listURI``/``listVersionID``
+  the schema fixes (XÖV code-list types 2 and 3); libxml2 cannot say.
 """
 
 from __future__ import annotations

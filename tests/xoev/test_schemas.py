@@ -301,3 +301,31 @@ def test_broken_package_is_a_configuration_error(tmp_path: Path) -> None:
         registry.validate(parse_xml(b'<x:r xmlns:x="urn:x"/>'))
     with pytest.raises(ConfigurationError):
         SchemaRegistry.from_dirs([tmp_path / "missing"])
+
+
+def test_entry_choice_manifest_then_hint_then_strictness(tmp_path: Path) -> None:
+    strict = f"""<xs:schema {XS} targetNamespace="urn:p" xmlns:p="urn:p">
+        <xs:element name="r"><xs:complexType><xs:sequence>
+          <xs:element name="i" type="xs:int" maxOccurs="9" form="unqualified"/>
+        </xs:sequence></xs:complexType>
+        <xs:unique name="once"><xs:selector xpath="i"/><xs:field xpath="."/></xs:unique>
+        </xs:element></xs:schema>"""
+    lax = strict.replace('<xs:unique name="once"><xs:selector xpath="i"/><xs:field xpath="."/>'
+                         "</xs:unique>", "")
+    package = tmp_path / "pkg"
+    write(package, "strict.xsd", strict)
+    write(package, "lax.xsd", lax)
+    twice = b'<p:r xmlns:p="urn:p"><i>1</i><i>1</i></p:r>'
+    plain = SchemaRegistry.from_dirs([package])
+    assert not plain.validate(parse_xml(twice)).valid  # the strictest variant by default
+    hinted = twice.replace(b'xmlns:p="urn:p"', b'xmlns:p="urn:p" xmlns:xsi='
+                           b'"http://www.w3.org/2001/XMLSchema-instance" '
+                           b'xsi:schemaLocation="urn:p http://example.org/lax.xsd"')
+    result = plain.validate(parse_xml(hinted))
+    assert result.valid and result.schema == package / "lax.xsd"  # hint chose, not followed
+    write(package, "kcbus-package.toml",
+          'name = "demo"\nstandard = "Demo"\nversion = "1.0"\nentries = ["lax.xsd"]\n')
+    manifest = SchemaRegistry.from_dirs([package])
+    [info] = manifest.packages()
+    assert (info.name, info.standard, info.version) == ("demo", "Demo", "1.0")
+    assert manifest.validate(parse_xml(twice)).valid
