@@ -11,7 +11,9 @@ Baseline, measured in the same run on the same core: the work no pipeline can sk
 the envelope, parse hardened, read the header, validate, seal for the recipient, and build,
 validate and seal both receipts — in a tight loop without ledger or transport. The ratio says
 how much of that limit the whole bus keeps (goal ≥ 0.7); the ``modern`` figure also has the
-absolute goal of ≥ 1,000 messages/s.
+absolute goal of ≥ 1,000 messages/s. Receipts triple the sealing per message (three envelopes
+leave for every one that arrives), so ``modern`` is measured a second time with the sender
+taking only Rückweisungen (``receipts: [rejected]``): the message path alone.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ partners:
     address: {{verzeichnisdienst: DVDV, kennung: "bau:091870120000"}}
     deliver_to: "memory://{broker}"
     may_send: [baugenehmigung.*]
+    receipts: {receipts}
   lra:
     name: Landratsamt Musterkreis
     address: {{verzeichnisdienst: DVDV, kennung: "bau:091870000000"}}
@@ -91,11 +94,18 @@ def _fresh(template: bytes) -> bytes:
     return template.replace(b"6f1c2a7e-3b4d-4c5e-8f90-a1b2c3d4e5f6", str(uuid.uuid4()).encode())
 
 
-def pipeline_rate(root: Path, stores: dict[str, Keystore], n: int, batch: int) -> float:
+def pipeline_rate(
+    root: Path, stores: dict[str, Keystore], n: int, batch: int, *, receipts: bool = True
+) -> float:
     """Messages per second through ``Bus.drain`` (the municipality's sealing not timed)."""
     broker = f"bench{uuid.uuid4().hex[:8]}"
     (root / "kcbus.yaml").write_text(
-        CONFIG.format(keys=root, broker=broker, xbau=STANDARDS / "xbau-2.6" / "complete")
+        CONFIG.format(
+            keys=root,
+            broker=broker,
+            xbau=STANDARDS / "xbau-2.6" / "complete",
+            receipts="[accepted, rejected, delivered]" if receipts else "[rejected]",
+        )
     )
     config = load(root / "kcbus.yaml")
     ledger = Ledger(f"sqlite:///{root / f'{broker}.sqlite'}", keys=root / f"{broker}.keys")
@@ -104,31 +114,46 @@ def pipeline_rate(root: Path, stores: dict[str, Keystore], n: int, batch: int) -
     now = datetime.now(UTC)
     with connect(f"memory://{broker}") as outbox:
         for _ in range(n):
-            sealed = seal(_fresh(template), sender="gemeinde-a", recipient="kcbus",
-                          keystore=stores["gemeinde-a"], now=now)
+            sealed = seal(
+                _fresh(template),
+                sender="gemeinde-a",
+                recipient="kcbus",
+                keystore=stores["gemeinde-a"],
+                now=now,
+            )
             outbox.send(Outbound(sealed.envelope_id, "kcbus", data=sealed.data()))
     bus.runtime.registry(config.routes["bauantrag"]).validate(xoev.parse_xml(template))
     start = time.perf_counter()
     counts = bus.drain(limit=batch)
     elapsed = time.perf_counter() - start
-    if counts.delivered != 3 * n or counts.acknowledged != n:
+    expected = (3 * n, n) if receipts else (n, 0)
+    if (counts.delivered, counts.acknowledged) != expected:
         raise RuntimeError(f"pipeline did not finish every message: {counts.as_dict()}")
     bus.close()
     ledger.close()
     return n / elapsed
 
 
-def limit_rate(stores: dict[str, Keystore], n: int) -> float:
+def limit_rate(stores: dict[str, Keystore], n: int, *, receipts: bool = True) -> float:
     """Messages per second of the irreducible work alone (see module docstring)."""
     registry = xoev.SchemaRegistry.from_dirs([STANDARDS / "xbau-2.6" / "complete"])
-    builder = ReceiptBuilder(Addressee("DVDV", "kcbus:091870000000", "kcbus"),
-                             product="kcbus", vendor="bench", product_version="0")
+    builder = ReceiptBuilder(
+        Addressee("DVDV", "kcbus:091870000000", "kcbus"),
+        product="kcbus",
+        vendor="bench",
+        product_version="0",
+    )
     reader = Addressee("DVDV", "bau:091870120000", "Gemeinde Musterdorf")
     template = message_20kb()
     now = datetime.now(UTC)
     envelopes = [
-        seal(_fresh(template), sender="gemeinde-a", recipient="kcbus",
-             keystore=stores["gemeinde-a"], now=now).data()
+        seal(
+            _fresh(template),
+            sender="gemeinde-a",
+            recipient="kcbus",
+            keystore=stores["gemeinde-a"],
+            now=now,
+        ).data()
         for _ in range(n)
     ]
     registry.validate(xoev.parse_xml(template))
@@ -139,17 +164,23 @@ def limit_rate(stores: dict[str, Keystore], n: int) -> float:
         header = xoev.read_header(tree)
         if not registry.validate(tree).valid:
             raise RuntimeError("bench message is not valid XBau")
-        seal(opened.message, sender="kcbus", recipient="lra", keystore=stores["kcbus"],
-             now=now).data()
+        seal(
+            opened.message, sender="kcbus", recipient="lra", keystore=stores["kcbus"], now=now
+        ).data()
         reference = Reference(now, header.message_id, opened.envelope_id, header.message_type)
-        for kind in (ReceiptType.ACCEPTED, ReceiptType.DELIVERED):
+        for kind in (ReceiptType.ACCEPTED, ReceiptType.DELIVERED) if receipts else ():
             receipt = builder.build(
-                kind, receipt_uuid=str(uuid.uuid4()), now=now, reader=reader,
-                reference=reference, route="bauantrag",
+                kind,
+                receipt_uuid=str(uuid.uuid4()),
+                now=now,
+                reader=reader,
+                reference=reference,
+                route="bauantrag",
                 handovers=[Handover("lra", now, opened.envelope_id)],
             )
-            seal(receipt, sender="kcbus", recipient="gemeinde-a", keystore=stores["kcbus"],
-                 now=now).data()
+            seal(
+                receipt, sender="kcbus", recipient="gemeinde-a", keystore=stores["kcbus"], now=now
+            ).data()
     return n / (time.perf_counter() - start)
 
 
@@ -160,27 +191,41 @@ def run(args: argparse.Namespace) -> Iterable[Figure]:
         for profile in ("modern", "fitconnect"):
             stores = _keys(root / profile, profile)
             count = n if profile == "modern" else max(n // 10, 100)
-            with one_core():
-                limit = limit_rate(stores, max(count // 2, 50))
-                rate = pipeline_rate(root / profile, stores, count, batch=500)
-            yield Figure(
-                name=f"pipeline end-to-end 20KB XBau ({profile})",
-                value=rate,
-                unit="msg/s",
-                baseline="parse+validate+crypto alone",
-                baseline_value=limit,
-                goal=0.7,
-            )
-            if profile == "modern":
+            variants = (True, False) if profile == "modern" else (True,)
+            for receipts in variants:
+                # The machine is shared: alternate the two measurements and keep the best of
+                # each, so a burst of someone else's load does not decide the ratio.
+                limit = rate = 0.0
+                with one_core():
+                    for _ in range(2):
+                        limit = max(
+                            limit, limit_rate(stores, max(count // 2, 50), receipts=receipts)
+                        )
+                        rate = max(
+                            rate,
+                            pipeline_rate(
+                                root / profile, stores, count, batch=500, receipts=receipts
+                            ),
+                        )
+                what = "" if receipts else ", receipts off"
                 yield Figure(
-                    name="pipeline end-to-end 20KB XBau (modern), absolute",
+                    name=f"pipeline end-to-end 20KB XBau ({profile}{what})",
                     value=rate,
                     unit="msg/s",
-                    baseline="goal 1000 msg/s",
-                    baseline_value=1000.0,
-                    goal=1000.0,
-                    goal_on="value",
+                    baseline="parse+validate+crypto alone",
+                    baseline_value=limit,
+                    goal=0.7,
                 )
+                if profile == "modern":
+                    yield Figure(
+                        name=f"pipeline end-to-end 20KB XBau (modern{what}), absolute",
+                        value=rate,
+                        unit="msg/s",
+                        baseline="goal",
+                        baseline_value=1000.0,
+                        goal=1000.0,
+                        goal_on="value",
+                    )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 
 from adapters.envelope import Keystore, PassphraseSource
 from adapters.transport import Transport, connect
 from kcbus.config import BusConfig, load
-from kcbus.ledger import Ledger
+from kcbus.ledger import Ledger, Unit
 from kcbus.pipeline import (
     Runtime,
     StageCounts,
@@ -133,24 +134,31 @@ class Bus:
             for url in self.config.inbound_urls()
         )
 
+    def _unit(self) -> AbstractContextManager[Unit]:
+        return self.ledger.unit(actor=self.runtime.actor, now=self.runtime.now())
+
     def process_pending(self, limit: int = 500) -> StageCounts:
-        """One batch through open, validate, route and seal."""
-        counts = open_batch(self.runtime, limit)
-        counts += validate_batch(self.runtime, limit)
-        counts += route_batch(self.runtime, limit)
-        counts += seal_batch(self.runtime, limit)
+        """One batch through open, validate, route and seal — one transaction for all four
+        stages (one commit, content handed on in memory); each stage still records its own
+        status change and event."""
+        rt = self.runtime
+        with self._unit() as unit:
+            counts = open_batch(rt, limit, unit=unit)
+            counts += validate_batch(rt, limit, unit=unit)
+            counts += route_batch(rt, limit, unit=unit)
+            counts += seal_batch(rt, limit, unit=unit)
         return counts
 
     def deliver_pending(self, destination: str | None = None, limit: int = 500) -> int:
         """Seal what waits for ``destination`` (all if ``None``) and send one batch; returns
         the deliveries handed to the transport. Retries that are due go along."""
-        seal_batch(self.runtime, limit, destination)
-        return deliver_batch(self.runtime, limit, destination).sent
+        return self.deliver_counts(destination, limit).sent
 
     def deliver_counts(self, destination: str | None = None, limit: int = 500) -> StageCounts:
-        """As :meth:`deliver_pending`, with all counts."""
-        counts = seal_batch(self.runtime, limit, destination)
-        counts += deliver_batch(self.runtime, limit, destination)
+        """As :meth:`deliver_pending`, with all counts (one transaction)."""
+        with self._unit() as unit:
+            counts = seal_batch(self.runtime, limit, destination, unit=unit)
+            counts += deliver_batch(self.runtime, limit, destination, unit=unit)
         return counts
 
     def due_destinations(self) -> list[str]:

@@ -79,6 +79,9 @@ class Unit:
         self._events: list[dict[str, object]] = []
         self._blobs: list[dict[str, object]] = []
         self._blob_replaced: list[dict[str, object]] = []
+        # Plaintext of blobs written in this unit: a later stage in the same unit reads them
+        # from here instead of the database (no second decryption).
+        self._written: dict[tuple[int, str, int], bytes] = {}
 
     # -- claims -----------------------------------------------------------------------------
 
@@ -96,6 +99,7 @@ class Unit:
         With ``due``, messages whose ``next_attempt_at`` lies in the future are left alone
         (a stage that hit a passing problem set it).
         """
+        self.flush()
         query = select(messages).where(messages.c.status.in_([str(s) for s in statuses]))
         if due:
             query = query.where(
@@ -117,6 +121,7 @@ class Unit:
         due: bool = True,
     ) -> list[tuple[DeliveryRow, MessageRow]]:
         """Lock due deliveries (and their messages, whose status they decide), oldest first."""
+        self.flush()
         d = deliveries
         query = (
             select(d, messages)
@@ -352,6 +357,7 @@ class Unit:
         if replace:
             self._blob_replaced.append({"m": message_id, "k": kind, "d": delivery_id})
         self._blobs.append(row)
+        self._written[(message_id, kind, delivery_id)] = data
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -359,15 +365,27 @@ class Unit:
         self, kind: str, message_ids: Iterable[int], *, delivery_id: int | None = 0
     ) -> dict[int, bytes]:
         """Decrypted blobs of ``kind`` by message ID (``delivery_id=None``: by delivery ID)."""
-        self.flush()
-        ids = list(message_ids)
+        out: dict[int, bytes] = {}
+        ids = []
+        for message_id in message_ids:
+            if delivery_id is not None and (message_id, kind, delivery_id) in self._written:
+                out[message_id] = self._written[(message_id, kind, delivery_id)]
+            else:
+                ids.append(message_id)
+        if delivery_id is None:
+            wanted = set(ids)
+            for (message_id, written_kind, written_delivery), data in self._written.items():
+                if written_kind == kind and written_delivery and message_id in wanted:
+                    out[written_delivery] = data
         if not ids:
-            return {}
+            return out
+        self.flush()
         query = select(blobs).where(blobs.c.kind == kind, blobs.c.message_id.in_(ids))
         if delivery_id is not None:
             query = query.where(blobs.c.delivery_id == delivery_id)
-        out: dict[int, bytes] = {}
         for r in self._conn.execute(query).all():
+            if delivery_id is None and int(r.delivery_id) in out:
+                continue
             key = r.message_id if delivery_id is not None else r.delivery_id
             out[int(key)] = self._keys.decrypt(
                 r.key_id, r.nonce, r.data, blob_associated_data(r.message_id, kind, r.delivery_id)

@@ -28,7 +28,7 @@ from adapters.envelope import Attachment, open_envelope, seal
 from adapters.transport import Outbound
 from kcbus.ledger import DeliveryRow, DeliveryStatus, Kind, MessageRow, Status, Unit
 from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, reference_of
-from kcbus.pipeline._runtime import Runtime
+from kcbus.pipeline._runtime import Runtime, work
 from kcbus.receipts import Handover, ReceiptType, redact
 from xoev import KcbusError, TransientFault
 
@@ -41,10 +41,12 @@ class _Internal(TransientFault):
     reason_code = "internal"
 
 
-def seal_batch(rt: Runtime, limit: int, destination: str | None = None) -> StageCounts:
+def seal_batch(
+    rt: Runtime, limit: int, destination: str | None = None, *, unit: Unit | None = None
+) -> StageCounts:
     counts = StageCounts()
     bus = rt.config.bus.id
-    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+    with work(rt, unit) as unit:
         pairs = unit.claim_deliveries(
             limit, statuses=[DeliveryStatus.PENDING], destination=destination
         )
@@ -196,9 +198,11 @@ def _failed(
         counts.dead += 1
 
 
-def deliver_batch(rt: Runtime, limit: int, destination: str | None = None) -> StageCounts:
+def deliver_batch(
+    rt: Runtime, limit: int, destination: str | None = None, *, unit: Unit | None = None
+) -> StageCounts:
     counts = StageCounts()
-    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+    with work(rt, unit) as unit:
         pairs = unit.claim_deliveries(
             limit,
             statuses=[DeliveryStatus.SEALED, DeliveryStatus.RETRYING],

@@ -48,7 +48,7 @@ from kcbus._errors import (
     UnknownSender,
 )
 from kcbus.config import Partner, Route
-from kcbus.ledger import Kind, MessageRow, Status
+from kcbus.ledger import Kind, MessageRow, Status, Unit
 from kcbus.pipeline._common import (
     Facts,
     ReceiptQueue,
@@ -57,7 +57,7 @@ from kcbus.pipeline._common import (
     reject,
     retry_later,
 )
-from kcbus.pipeline._runtime import Runtime
+from kcbus.pipeline._runtime import Runtime, work
 from xoev import ConfigurationError, PartnerFault, parse_xml, read_header
 
 __all__ = ["open_batch"]
@@ -96,9 +96,9 @@ def _peek(raw: bytes) -> EnvelopeInfo | None:
         return None
 
 
-def open_batch(rt: Runtime, limit: int) -> StageCounts:
+def open_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
     counts = StageCounts()
-    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+    with work(rt, unit) as unit:
         rows = unit.claim([Status.RECEIVED], limit, kind=Kind.MESSAGE)
         if not rows:
             return counts

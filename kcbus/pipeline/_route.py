@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from kcbus._errors import TestToProduction, UnknownReader
 from kcbus.config import READER, Partner
-from kcbus.ledger import MessageRow, Status
+from kcbus.ledger import MessageRow, Status, Unit
 from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, fault_of, reject, retry_later
-from kcbus.pipeline._runtime import Runtime
+from kcbus.pipeline._runtime import Runtime, work
 from xoev import ConfigurationError, PartnerFault
 
 __all__ = ["route_batch"]
@@ -22,9 +22,9 @@ __all__ = ["route_batch"]
 _STAGE = "route"
 
 
-def route_batch(rt: Runtime, limit: int) -> StageCounts:
+def route_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
     counts = StageCounts()
-    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+    with work(rt, unit) as unit:
         rows = unit.claim([Status.VALIDATED], limit)
         if not rows:
             return counts

@@ -12,7 +12,8 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +25,11 @@ from adapters.transport import Transport, connect
 from kcbus import __version__
 from kcbus._errors import ConfigError
 from kcbus.config import BusConfig, Partner, RetryPolicy, Route
-from kcbus.ledger import Ledger
+from kcbus.ledger import Ledger, Unit
 from kcbus.receipts import Addressee, ReceiptBuilder
 from xoev import CodeLists, SchemaRegistry
 
-__all__ = ["Runtime", "default_actor", "utcnow"]
+__all__ = ["Runtime", "default_actor", "utcnow", "work"]
 
 
 def utcnow() -> datetime:
@@ -149,3 +150,13 @@ class Runtime:
             for transport in self._opened.values():
                 transport.close()
             self._opened.clear()
+
+
+@contextmanager
+def work(rt: Runtime, unit: Unit | None) -> Iterator[Unit]:
+    """The unit a stage runs in: the caller's (several stages, one transaction), or its own."""
+    if unit is not None:
+        yield unit
+        return
+    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as own:
+        yield own

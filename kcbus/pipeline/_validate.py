@@ -16,7 +16,7 @@ from lxml import etree
 
 from kcbus._errors import CodeInvalid, SchemaInvalid
 from kcbus.config import Route
-from kcbus.ledger import Status
+from kcbus.ledger import Status, Unit
 from kcbus.pipeline._common import (
     ReceiptQueue,
     StageCounts,
@@ -25,7 +25,7 @@ from kcbus.pipeline._common import (
     reject,
     retry_later,
 )
-from kcbus.pipeline._runtime import Runtime
+from kcbus.pipeline._runtime import Runtime, work
 from kcbus.receipts import Fault, ReceiptType, redact
 from xoev import ConfigurationError, PartnerFault, parse_xml
 
@@ -35,9 +35,9 @@ _STAGE = "validate"
 _MAX_FAULTS = 20  # a Rückweisung lists at most this many schema errors
 
 
-def validate_batch(rt: Runtime, limit: int) -> StageCounts:
+def validate_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
     counts = StageCounts()
-    with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+    with work(rt, unit) as unit:
         rows = unit.claim([Status.OPENED], limit)
         if not rows:
             return counts
