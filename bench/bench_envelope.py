@@ -162,9 +162,9 @@ def _interleaved(first: Callable[[], object], second: Callable[[], object], seco
                  ) -> tuple[float, float]:
     """Best rate of each over alternating rounds: load from other processes hits both."""
     best_first = best_second = 0.0
-    for _ in range(3):
-        best_first = max(best_first, rate(first, min_seconds=seconds))
-        best_second = max(best_second, rate(second, min_seconds=seconds))
+    for _ in range(6):
+        best_first = max(best_first, rate(first, min_seconds=seconds / 2))
+        best_second = max(best_second, rate(second, min_seconds=seconds / 2))
     return best_first, best_second
 
 
