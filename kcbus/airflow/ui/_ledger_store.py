@@ -14,6 +14,7 @@ double every bar); search, failures and alerts include receipts, whose delivery 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -50,6 +51,7 @@ from kcbus.ledger import MessageFilter as LedgerFilter
 __all__ = ["LedgerStore"]
 
 _Order = Callable[[str], tuple[int, str]]
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BUCKET = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 _GROUP = {
     "status": "status",
@@ -154,10 +156,10 @@ class LedgerStore:
         )
 
     def summary(self, ref: str) -> MessageSummary:
-        return self._summaries([self.ledger.get(ref)])[0]
+        return self._summaries([self.ledger.get(self._ledger_ref(ref))])[0]
 
     def detail(self, ref: str) -> MessageDetail:
-        history = self.ledger.history(ref)
+        history = self.ledger.history(self._ledger_ref(ref))
         destinations = {d.id: d.destination for d in history.deliveries}
         return MessageDetail(
             message=self._summaries([history.message])[0],
@@ -216,7 +218,7 @@ class LedgerStore:
             if not ids:
                 return None
         return LedgerFilter(
-            uuid=where.uuid.lower() if where.uuid else None,
+            uuid=_normal_id(where.uuid) if where.uuid else None,
             ledger_ids=ids,
             status=tuple(Status(s) for s in where.statuses),
             route=where.flow,
@@ -227,6 +229,15 @@ class LedgerStore:
             until=where.until,
             resolved=None if where.include_resolved else False,
         )
+
+    def _ledger_ref(self, ref: str) -> str:
+        """``ref`` as the ledger's ``get`` understands it. Message IDs that are not UUIDs (a
+        CDA document ID ``root^extension``, an XJustiz ``eigeneNachrichtenID``) are looked up
+        by equality and named by ledger ID."""
+        if ref.startswith("#") or ref.isdigit() or _UUID.match(ref):
+            return ref
+        found = self.ledger.search(LedgerFilter(uuid=ref), limit=1, newest_first=False)
+        return f"#{found[0].ledger_id}" if found else ref
 
     def _event_message_ids(self, actor: str) -> tuple[int, ...]:
         from kcbus.ledger._tables import events
@@ -247,17 +258,28 @@ class LedgerStore:
             found = self.ledger.search(
                 LedgerFilter(ledger_ids=tuple(parents)), limit=len(parents)
             )
-            parent_refs = {p.ledger_id: p.ref for p in found}
+            parent_refs = {p.ledger_id: _ref(p) for p in found}
         return [
             _summary(r, parent_refs.get(r.parent_id) if r.parent_id is not None else None)
             for r in rows
         ]
 
 
+def _ref(row: MessageRow) -> str:
+    """A URL-safe handle: the UUID, or ``#<ledger id>`` for message IDs that are no UUIDs."""
+    return row.uuid if row.uuid and _UUID.match(row.uuid) else f"#{row.ledger_id}"
+
+
+def _normal_id(message_id: str) -> str:
+    """UUIDs are compared lower-case (RFC 4122 §3: case-insensitive on input); other message
+    IDs exactly as the partner wrote them."""
+    return message_id.lower() if _UUID.match(message_id) else message_id
+
+
 def _summary(row: MessageRow, parent_ref: str | None) -> MessageSummary:
     inspection = row.inspection if row.inspection in ("full", "end-to-end") else None
     return MessageSummary(
-        ref=row.ref,
+        ref=_ref(row),
         uuid=row.uuid,
         ledger_id=row.ledger_id,
         kind="receipt" if row.kind == Kind.RECEIPT else "message",
@@ -311,7 +333,7 @@ def _result(outcome: ActionOutcome) -> ActionResult:
         action="resend" if outcome.action == "resend" else "resolve",
         actor=outcome.actor,
         reason=outcome.reason,
-        refs=[m.ref for m in outcome.acted],
+        refs=[_ref(m) for m in outcome.acted],
         skipped=[Skipped(ref=ref, why=why) for ref, why in outcome.skipped],
     )
 

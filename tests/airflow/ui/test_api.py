@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -233,6 +234,22 @@ def test_history_is_a_timeline_with_destinations(ui_world: UiWorld, viewer: http
     assert by_id["message"]["uuid"] == dead.uuid
     unknown = viewer.get(f"{API}/messages/{uuidlib.uuid4()}")
     assert unknown.status_code == 404
+
+
+def test_a_message_whose_id_is_no_uuid_is_found_and_opened(
+    ui_world: UiWorld, viewer: httpx.Client
+) -> None:
+    # HL7 CDA documents are identified by root OID ^ extension, XJustiz by its own IDs.
+    cda_id = f"1.2.276.0.76.4.17.9814184919^{uuidlib.uuid4().hex[:12]}"
+    written = write_message(ui_world.ledger, route="entlassbrief", sender="klinikum",
+                            recipients=["praxis"], final=Status.ACKNOWLEDGED,
+                            inspection="end-to-end", message_type="18842-5", uuid=cda_id)
+    found = viewer.get(f"{API}/messages", params={"uuid": cda_id}).json()["items"]
+    assert [(m["uuid"], m["ref"]) for m in found] == [(cda_id, f"#{written.ledger_id}")]
+    by_ref = viewer.get(f"{API}/messages/%23{written.ledger_id}")
+    assert by_ref.json()["message"]["uuid"] == cda_id
+    by_id = viewer.get(f"{API}/messages/{quote(cda_id, safe='')}")
+    assert by_id.status_code == 200 and by_id.json()["message"]["ref"] == f"#{written.ledger_id}"
 
 
 def test_viewer_may_not_resend_or_resolve(ui_world: UiWorld, viewer: httpx.Client) -> None:

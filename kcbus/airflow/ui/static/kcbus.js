@@ -88,7 +88,10 @@
   const statusBadge = (status) => el("span", {
     class: "status", style: `background:${STATUS_COLORS[status] || "#667085"}`,
   }, status);
-  const label = (m) => (m.kind === "receipt" ? `${m.ref} (receipt: ${m.receipt_type || "?"})` : m.ref);
+  const label = (m) => {
+    const id = m.uuid || m.ref;
+    return m.kind === "receipt" ? `${id} (receipt: ${m.receipt_type || "?"})` : id;
+  };
   const route = (m) => `${m.sender || "?"} → ${m.recipient || "?"}`;
 
   function isoFromLocal(value) {
