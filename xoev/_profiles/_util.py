@@ -19,10 +19,8 @@ def child(element: etree._Element | None, local: str) -> etree._Element | None:
     """First child element with this local name (any namespace), or None."""
     if element is None:
         return None
-    for candidate in element.iterchildren(tag=etree.Element):
-        if etree.QName(candidate).localname == local:
-            return candidate
-    return None
+    # ``{*}`` matches any namespace and none, and runs in C (lxml ElementPath).
+    return element.find("{*}" + local)
 
 
 def children(element: etree._Element | None, local: str) -> list[etree._Element]:
