@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from kcbus.airflow.ui.actor import task_actor
 from kcbus.ledger import Kind, MessageFilter, Status
@@ -231,3 +231,44 @@ def test_the_task_instance_tab_lists_the_messages_that_task_handled(
     for message in sent:  # three Bauanträge and the Entlassbrief (a CDA document ID)
         assert str(message.uuid) in shown
     _shot(browser, "5-task-instance")
+
+
+def test_operator_resolves_a_rejection_and_resends_all_dead_of_a_flow(
+    ui_world: UiWorld, demo: DemoBus, browser: WebDriver
+) -> None:
+    rejected = demo.bus.ledger.search(MessageFilter(kind=Kind.MESSAGE,
+                                                    status=(Status.REJECTED,)))[0]
+    still_dead = demo.bus.ledger.search(MessageFilter(kind=Kind.MESSAGE, status=(Status.DEAD,)))
+    assert len(still_dead) == 1
+    browser.delete_all_cookies()
+    _login(browser, ui_world.server.url, "op")
+    browser.get(f"{ui_world.server.url}/plugin/kcbus-messages")
+    wait = _enter_page(browser)
+
+    # Resolve the rejection (the municipality will send a corrected application).
+    row = browser.find_element(By.CSS_SELECTOR, f'#failures-table tr[data-ref="{rejected.ref}"]')
+    row.find_element(By.CSS_SELECTOR, "button.resolve").click()
+    _visible(wait, "#action-reason").send_keys("Gemeinde informed, sends a corrected Antrag")
+    browser.find_element(By.ID, "action-confirm").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "notice"), "Resolved 1 message(s)"))
+    wait.until(lambda d: rejected.ref not in _text(d, "#failures-table"))
+
+    # Re-send every DEAD message of the flow in one go.
+    Select(browser.find_element(By.CSS_SELECTOR, "#search-form select[name=flow]")
+           ).select_by_value("bauantrag")
+    Select(browser.find_element(By.CSS_SELECTOR, "#search-form select[name=status]")
+           ).select_by_value("DEAD")
+    browser.find_element(By.ID, "search-button").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "search-summary"), "1 matching"))
+    wait.until(ec.element_to_be_clickable((By.ID, "resend-matching"))).click()
+    _visible(wait, "#action-reason").send_keys("All Bauanträge to the Landratsamt again")
+    browser.switch_to.default_content()
+    _shot(browser, "6-resend-matching")
+    browser.switch_to.frame(browser.find_element(By.CSS_SELECTOR, "iframe"))
+    browser.find_element(By.ID, "action-confirm").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "notice"), "Re-sent 1 message(s) as op"))
+    assert demo.bus.ledger.get(still_dead[0].ref).status is Status.ROUTED
+    demo.bus.drain()
+    assert demo.bus.ledger.get(still_dead[0].ref).status in (
+        Status.DELIVERED, Status.ACKNOWLEDGED)
+    assert demo.bus.ledger.get(rejected.ref).resolved

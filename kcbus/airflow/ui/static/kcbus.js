@@ -17,7 +17,7 @@
   const RESENDABLE = new Set(["DEAD", "RETRYING"]);
 
   const $ = (sel) => document.querySelector(sel);
-  const state = { me: null, filter: null, offset: 0, detail: null, taskContext: null };
+  const state = { me: null, filter: null, offset: 0, detail: null, taskContext: null, total: "0" };
 
   // ---------------------------------------------------------------- helpers
 
@@ -244,6 +244,7 @@
     state.offset = offset;
     const params = { ...state.filter, limit: PAGE_SIZE, offset };
     const page = await api("messages", { params });
+    state.total = page.total_capped ? `more than ${page.total}` : String(page.total);
     const body = $("#results-table tbody");
     body.replaceChildren(...page.items.map((m) => el("tr", { dataset: { ref: m.ref } },
       el("td", {}, fmtTime(m.received_at)),
@@ -383,8 +384,10 @@
     const filter = { ...state.filter };
     const statuses = filter.status ? [filter.status] : ["DEAD"];
     delete filter.status;
+    const scope = filter.flow ? ` of flow ${filter.flow}` : "";
     const reason = await askReason("Re-send all matching",
-      `Every ${statuses.join("/")} message matching the search is queued for delivery again.`);
+      `Every ${statuses.join("/")} message${scope} matching the search (${state.total} found) `
+      + "is queued for delivery again.");
     if (reason === null) return;
     const result = await api("resend", { method: "POST", body: { ...filter, status: statuses, reason } });
     await afterAction(result, "Re-sent");
