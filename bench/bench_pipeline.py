@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -123,15 +124,33 @@ def pipeline_rate(
             )
             outbox.send(Outbound(sealed.envelope_id, "kcbus", data=sealed.data()))
     bus.runtime.registry(config.routes["bauantrag"]).validate(xoev.parse_xml(template))
+    # The recipients take what arrives, as real ones do (the in-memory queues stay short).
+    stop = threading.Event()
+    consumers = [
+        threading.Thread(target=_consume, args=(f"memory://{broker}?inbox={p}", stop))
+        for p in ("lra", "gemeinde-a")
+    ]
+    for consumer in consumers:
+        consumer.start()
     start = time.perf_counter()
     counts = bus.drain(limit=batch)
     elapsed = time.perf_counter() - start
+    stop.set()
+    for consumer in consumers:
+        consumer.join()
     expected = (3 * n, n) if receipts else (n, 0)
     if (counts.delivered, counts.acknowledged) != expected:
         raise RuntimeError(f"pipeline did not finish every message: {counts.as_dict()}")
     bus.close()
     ledger.close()
     return n / elapsed
+
+
+def _consume(url: str, stop: threading.Event) -> None:
+    with connect(url) as inbox:
+        while not stop.is_set():
+            for delivery in inbox.receive(500, timeout=0.05):
+                inbox.acknowledge(delivery)
 
 
 def limit_rate(stores: dict[str, Keystore], n: int, *, receipts: bool = True) -> float:

@@ -188,7 +188,7 @@ class Unit:
             taken.add(digest)
             ids.append(message_id)
             if message_id is not None:
-                self.put_blob(message_id, "envelope", item.data)
+                self.put_blob(message_id, "envelope", item.data, digest=digest)
                 self.event(message_id, "receive", Status.RECEIVED, detail=_via(item))
         return ids
 
@@ -341,8 +341,10 @@ class Unit:
         *,
         delivery_id: int = 0,
         replace: bool = False,
+        digest: str | None = None,
     ) -> None:
-        """Store content encrypted at rest; ``replace`` an earlier blob of the same place."""
+        """Store content encrypted at rest; ``replace`` an earlier blob of the same place.
+        ``digest`` is the SHA-256 (hex) of ``data`` if the caller has it already."""
         sealed = self._keys.encrypt(data, blob_associated_data(message_id, kind, delivery_id))
         row = {
             "message_id": message_id,
@@ -352,7 +354,7 @@ class Unit:
             "nonce": sealed.nonce,
             "data": sealed.data,
             "size": len(data),
-            "digest": hashlib.sha256(data).hexdigest(),
+            "digest": digest or hashlib.sha256(data).hexdigest(),
         }
         if replace:
             self._blob_replaced.append({"m": message_id, "k": kind, "d": delivery_id})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from kcbus.config import Partner
@@ -39,7 +39,9 @@ class Facts:
     profile: str | None = None
 
     def dump(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # Not dataclasses.asdict: it deep-copies, and this runs once per message.
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(values, separators=(",", ":")).encode()
 
     @classmethod
     def load(cls, data: bytes) -> Facts:
@@ -69,17 +71,17 @@ class StageCounts:
     receipts: int = 0
 
     def __iadd__(self, other: StageCounts) -> StageCounts:
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     @property
     def progress(self) -> int:
         """Transitions made (0: nothing was due)."""
-        return sum(asdict(self).values())
+        return sum(getattr(self, name) for name in self.__dataclass_fields__)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def fault_of(exc: KcbusError) -> Fault:

@@ -21,10 +21,11 @@ already opened is refused (:class:`adapters.envelope.Replayed`).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -87,6 +88,7 @@ class _Opened:
     sender: Partner
     route: Route
     tree: etree._ElementTree | None
+    digest: str  # SHA-256 hex of content
 
 
 def _peek(raw: bytes) -> EnvelopeInfo | None:
@@ -172,7 +174,8 @@ def open_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCou
                     fields=fields,
                 )
                 continue
-            unit.put_blob(message_id, "content", result.content)
+            unit.put_blob(message_id, "content", result.content, digest=result.digest)
+            fields["content_digest"] = result.digest
             unit.put_blob(message_id, "facts", facts.dump())
             unit.update(
                 message_id,
@@ -256,6 +259,7 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label
         label = open_label(raw, keystore=rt.keystore, now=as_of, replay_guard=guard)
         sender_id = label.sender
         content = forward_content(raw, label).data()
+        digest = hashlib.sha256(content).hexdigest()
         facts = Facts(
             message_uuid=label.label.message_id,
             message_type=label.label.message_type,
@@ -273,7 +277,9 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label
     else:
         # Only an envelope with attachments creates this folder (and then it goes again at
         # once: the attachments stay in the stored envelope until they are re-sealed).
-        scratch = Path(rt.scratch or tempfile.gettempdir()) / f"kcbus-open-{uuid.uuid4().hex}"
+        scratch = (
+            Path(rt.scratch or tempfile.gettempdir()) / f"kcbus-open-{os.getpid()}-{row.ledger_id}"
+        )
         try:
             envelope = open_envelope(
                 raw,
@@ -287,6 +293,7 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label
                 shutil.rmtree(scratch, ignore_errors=True)
         sender_id = envelope.sender
         content = envelope.message
+        digest = envelope.message_sha256
         tree = parse_xml(content)
         header = read_header(tree)
         facts = Facts(
@@ -310,7 +317,7 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label
         route = _admit(rt, row, facts, sender)
     except PartnerFault as exc:
         raise _Refused(exc, sender, facts, envelope_id) from exc
-    return _Opened(facts, content, envelope_id, sender, route, tree)
+    return _Opened(facts, content, envelope_id, sender, route, tree, digest)
 
 
 def _admit(rt: Runtime, row: MessageRow, facts: Facts, sender: Partner) -> Route:
