@@ -274,14 +274,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> MessagePage:
-        task = None
-        if dag_id or run_id or task_id:
-            if not (dag_id and run_id and task_id):
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_ENTITY,
-                    "dag_id, run_id and task_id go together",
-                )
-            task = TaskRef(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
+        task = _task(dag_id, run_id, task_id, map_index)
         where = MessageFilter(
             uuid=_clean(uuid),
             flow=_clean(flow),
@@ -332,6 +325,7 @@ def create_app(
             since=_aware(body.since),
             until=_aware(body.until),
             include_resolved=body.include_resolved,
+            task=_task(body.dag_id, body.run_id, body.task_id, body.map_index),
         )
         page = store.search(where, limit=body.max_messages, offset=0, count_limit=COUNT_LIMIT)
         if page.total > body.max_messages:
@@ -367,6 +361,18 @@ def create_app(
         return None
 
     return app
+
+
+def _task(
+    dag_id: str | None, run_id: str | None, task_id: str | None, map_index: int
+) -> TaskRef | None:
+    if not (dag_id or run_id or task_id):
+        return None
+    if not (dag_id and run_id and task_id):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "dag_id, run_id and task_id go together"
+        )
+    return TaskRef(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
 
 
 def _clean(value: str | None) -> str | None:

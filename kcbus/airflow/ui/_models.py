@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ActionResult",
@@ -144,7 +144,10 @@ class Reason(BaseModel):
 
 
 class ResendFilter(Reason):
-    """Re-send every message matching these facts (the same filter as the search)."""
+    """Re-send every message matching these facts (the same filter as the search). Unknown
+    fields are refused: a filter the server ignored would re-send more than the operator saw."""
+
+    model_config = ConfigDict(extra="forbid")
 
     uuid: str | None = None
     flow: str | None = None
@@ -155,6 +158,11 @@ class ResendFilter(Reason):
     since: datetime | None = None
     until: datetime | None = None
     include_resolved: bool = False
+    #: Only what this task instance handled (all four, as in the search).
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int = -1
     #: Refuse to act on more than this many (the operator narrows the filter instead).
     max_messages: int = Field(default=1000, ge=1, le=10000)
 

@@ -329,6 +329,10 @@ def test_op_resends_all_dead_messages_matching_a_filter(
     too_many = op.post(f"{API}/resend", json={"reason": "b is back", "flow": flow,
                                               "max_messages": 2})
     assert too_many.status_code == 409
+    # A filter field the server does not know is refused, not ignored (it would widen it).
+    unknown = op.post(f"{API}/resend", json={"reason": "b is back", "flow": flow,
+                                             "partner": "a"})
+    assert unknown.status_code == 422
     response = op.post(f"{API}/resend", json={"reason": "b is back", "flow": flow, "sender": "a"})
     assert response.status_code == 200, response.text
     assert sorted(response.json()["refs"]) == sorted(w.uuid for w in dead)
@@ -336,6 +340,25 @@ def test_op_resends_all_dead_messages_matching_a_filter(
                 op.get(f"{API}/messages", params={"flow": flow}).json()["items"]}
     assert statuses == {**{w.uuid: "ROUTED" for w in dead}, other.uuid: "DEAD",
                         delivered.uuid: "DELIVERED"}
+
+
+def test_bulk_resend_keeps_to_the_task_instance_it_was_asked_for(
+    ui_world: UiWorld, op: httpx.Client
+) -> None:
+    from kcbus.airflow.ui.actor import task_actor
+
+    flow = _flow()
+    ti = (f"kcbus_{flow}", "scheduled__2026-11-22T05:00:00+00:00", "deliver", 0)
+    mine = write_message(ui_world.ledger, route=flow, sender="a", recipients=["b"],
+                         final=Status.DEAD, actor=task_actor(*ti))
+    other = write_message(ui_world.ledger, route=flow, sender="a", recipients=["b"],
+                          final=Status.DEAD)
+    body = {"reason": "retry what this run could not deliver", "flow": flow,
+            "dag_id": ti[0], "run_id": ti[1], "task_id": ti[2], "map_index": ti[3]}
+    response = op.post(f"{API}/resend", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["refs"] == [mine.uuid]
+    assert op.get(f"{API}/messages/{other.uuid}").json()["message"]["status"] == "DEAD"
 
 
 def test_op_marks_a_message_resolved_and_it_leaves_the_failure_list(
