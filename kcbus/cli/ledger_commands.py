@@ -3,8 +3,8 @@
     kcbus ledger list [--status S]… [--partner P] [--route R] [--type T] [--since T] [--json]
     kcbus ledger show REF [--json]            history of one message; never its content
     kcbus ledger stats                        messages per status
-    kcbus resend REF… | --status DEAD --route R   --reason WHY [--actor WHO]
-    kcbus ledger resolve REF… --reason WHY [--actor WHO]
+    kcbus resend REF… | --status DEAD --route R   [--reason WHY] [--actor WHO]
+    kcbus ledger resolve REF… [--reason WHY] [--actor WHO]
     kcbus ledger backup FILE / restore FILE [--replace]
     kcbus ledger prune [--config C | --older-than 90d]
     kcbus ledger rotate-key                   new content key; old content re-encrypted
@@ -32,6 +32,8 @@ from kcbus.ledger import ActionOutcome, Kind, Ledger, MessageFilter, MessageRow,
 
 __all__ = ["register"]
 
+#: Recorded when an operator acts without saying why (the action is still audited with who).
+NO_REASON = "no reason given"
 _RELATIVE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -74,7 +76,11 @@ def _ledger_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _actor_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", required=True, help="why (recorded in the ledger)")
+    parser.add_argument(
+        "--reason",
+        default=NO_REASON,
+        help=f"why (recorded in the ledger; default: {NO_REASON!r})",
+    )
     parser.add_argument(
         "--actor", default=None, help="who (recorded in the ledger; default: your OS user name)"
     )

@@ -93,6 +93,8 @@ def validate_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> Stag
                 unit=unit,
             )
         counts.receipts += receipts.flush(unit)
+    # Trees of messages another worker validated would otherwise stay here for good.
+    rt.trees.clear()
     return counts
 
 
