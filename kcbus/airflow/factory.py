@@ -2,14 +2,17 @@
 
 ``dags/kcbus_flows.py`` only calls :func:`flow_dags`. Each flow DAG ``kcbus_<route>`` is::
 
-    intake  ──►  deliver[<destination>] (mapped, one per destination with work due)  ──►  settle
+    intake  ──►  deliver[<destination>] (mapped, one per destination still due)  ──►  settle
 
-* ``intake`` drains the flow's inbound endpoints and opens, validates and routes in batches;
-  it returns the destinations with deliveries due and pushes its counts (XCom ``counts``):
-  partner IDs and numbers only.
+* ``intake`` drains the flow's inbound endpoints and opens, validates, routes and seals in
+  batches, then delivers inline for a few seconds (``FlowPlan.inline_delivery``: arrival to
+  recipient in one task start); it returns the destinations still due and pushes its counts
+  (XCom ``counts``): partner IDs and numbers only.
 * ``deliver`` is mapped over those destinations, labelled ``to <partner>`` in the UI
-  (``map_index_template``): a slow or failing partner never holds up the others.
-* ``settle`` delivers what the deliveries produced (receipts to the senders).
+  (``map_index_template``): a slow or failing partner never holds up the others, and a large
+  backlog is shared out over parallel tasks. Nothing due: the mapping is empty (skipped).
+* ``settle`` delivers what the deliveries produced (receipts to the senders); skipped with
+  them.
 
 Scheduling (see :mod:`kcbus.airflow.flows`): event-driven flows are scheduled on one asset per
 inbound drop folder or queue, each watched by a
@@ -30,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow.sdk import DAG, Asset, AssetWatcher, task
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, task
 from airflow.sdk.definitions.asset import AssetAny
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable, DeltaTriggerTimetable
@@ -131,16 +134,37 @@ def _callbacks(plan: FlowPlan) -> dict[str, object]:
     return {"on_failure_callback": notifier, "on_success_callback": notifier}
 
 
-def build_flow_dag(plan: FlowPlan, *, config: Path | None = None) -> DAG:
-    """The DAG of one flow. ``config`` is the route config the tasks load (default: env)."""
+_PLAN_SCHEDULE = object()
+
+
+def build_flow_dag(
+    plan: FlowPlan,
+    *,
+    config: Path | None = None,
+    dag_id: str | None = None,
+    schedule: object = _PLAN_SCHEDULE,
+    max_envelopes: int | None = None,
+) -> DAG:
+    """The DAG of one flow. ``config`` is the route config the tasks load (default: env).
+
+    ``dag_id``, ``schedule`` and ``max_envelopes`` (a cap on what one run receives) exist for
+    the benchmark's baseline, the naive one-run-per-message DAG; flows use the plan's.
+    """
     source = str(config) if config is not None else None
     flow = plan.name
 
     dag = DAG(
-        dag_id=plan.dag_id,
+        dag_id=dag_id or plan.dag_id,
         description=(plan.description or f"kcbus flow {flow}")[:200],
         doc_md=_doc(plan),
-        schedule=_schedule(plan),
+        schedule=_schedule(plan) if schedule is _PLAN_SCHEDULE else schedule,
+        params={
+            "inline_seconds": Param(
+                plan.inline_delivery.total_seconds(), type="number", minimum=0,
+                description="seconds intake delivers itself before fanning out (0: always "
+                "fan out to the per-destination tasks)",
+            ),
+        },
         start_date=_START,
         catchup=False,
         max_active_runs=1,
@@ -169,7 +193,9 @@ def build_flow_dag(plan: FlowPlan, *, config: Path | None = None) -> DAG:
 
             context = get_current_context()
             path = Path(source) if source else None
-            result = tasks.intake(flow, actor=_actor(context), path=path)
+            inline = float(context["params"].get("inline_seconds", 0.0))
+            result = tasks.intake(flow, actor=_actor(context), path=path,
+                                  inline_seconds=inline, max_envelopes=max_envelopes)
             context["ti"].xcom_push(key="counts", value=result.counts)
             return result.destinations
 

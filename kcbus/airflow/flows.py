@@ -32,8 +32,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from kcbus.config import BusConfig, Route
 
-__all__ = ["POLL_EVERY", "EventSource", "FlowPlan", "event_source", "flow_plans", "kombu_source"]
+__all__ = [
+    "INLINE_DELIVERY",
+    "POLL_EVERY",
+    "EventSource",
+    "FlowPlan",
+    "event_source",
+    "flow_plans",
+    "kombu_source",
+]
 
+#: Default time the intake task spends delivering inline (see FlowPlan.inline_delivery).
+INLINE_DELIVERY = timedelta(seconds=5)
 #: How often flows with polled endpoints (file drop, SFTP, HTTPS inbox) look for new envelopes.
 POLL_EVERY = timedelta(seconds=30)
 _MIN_SWEEP = timedelta(minutes=2)
@@ -92,6 +102,9 @@ class FlowPlan:
     task_retries: int
     task_retry_delay: timedelta
     task_timeout: timedelta
+    #: How long the intake task goes on delivering itself before it leaves the rest to the
+    #: mapped per-destination tasks (the fast path: one task start from arrival to recipient).
+    inline_delivery: timedelta = INLINE_DELIVERY
 
     @property
     def dag_id(self) -> str:

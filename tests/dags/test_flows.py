@@ -84,9 +84,14 @@ def _expect_arrivals(expectations: list[Expectation], arrivals: list[Arrival]) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize(
+    ("flow", "inline_seconds"),
+    # bauantrag and tarifdaten fan out to the mapped per-destination tasks (no inline
+    # delivery), the others take the fast path.
+    [("entlassbrief", 5.0), ("bauantrag", 0.0), ("tarifdaten", 0.0), ("kommunen", 5.0)],
+)
 def test_flow_runs_under_dag_test_with_in_memory_adapters(
-    flow: str, bus_env: tuple[Path, DemoWorld, str], tmp_path: Path
+    flow: str, inline_seconds: float, bus_env: tuple[Path, DemoWorld, str], tmp_path: Path
 ) -> None:
     from kcbus.airflow.factory import flow_dags
     from kcbus.ledger import Ledger
@@ -98,8 +103,14 @@ def test_flow_runs_under_dag_test_with_in_memory_adapters(
         tariff_zones=300, flows=(flow,),
     )
     dag = flow_dags()[f"kcbus_{flow}"]
-    run = dag.test()
+    run = dag.test(run_conf={"inline_seconds": inline_seconds})
     assert str(run.state) == "success"
+    states = {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
+    if inline_seconds == 0:
+        # Fanned out: one labelled delivery task per destination, then settle.
+        delivers = [k for k in states if k[0] == "deliver"]
+        assert delivers and all(states[k] == "success" for k in delivers)
+        assert states[("settle", -1)] == "success"
 
     with Ledger(ledger_url) as ledger:
         assert check(ledger, expectations) == []

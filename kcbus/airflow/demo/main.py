@@ -2,7 +2,8 @@
 
 Steps (each prints one line with its time):
 
-1. state under ``var/demo`` (drop folders, ledger, claims) is reset; keys are
+1. state under ``var/demo`` (drop folders, ledger, claims) and Airflow's metadata DB are
+   reset; keys are
    kept after the first run (RSA-4096 for the fitconnect partner takes a while);
 2. the demo partners' and the bus's keystores (``var/demo/keys``; passphrase generated once,
    file mode 0600);
@@ -119,11 +120,15 @@ def _rabbitmq_config(source: Path, target: Path) -> Path:
     return target
 
 
-def _reset(var: Path) -> None:
+def _reset(home: Path, var: Path) -> None:
+    """A fresh demo: no envelopes, no ledger, and no DAG runs of an earlier demo that the
+    scheduler would resume (the Airflow metadata DB is recreated by ``db migrate``)."""
     for name in ("drop", "batch", "claims", "scratch", ".config", "config-rabbitmq"):
         shutil.rmtree(var / name, ignore_errors=True)
     for ledger_file in var.glob("ledger.sqlite*"):
         ledger_file.unlink()
+    for db_file in (home / "var" / "airflow").glob("airflow.db*"):
+        db_file.unlink()
 
 
 @contextmanager
@@ -187,7 +192,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     home = options.home.resolve()
     var = home / "var" / "demo"
     keys = var / "keys"
-    _reset(var)
+    _reset(home, var)
     passphrase = _passphrase(keys)
     env = {
         "KCBUS_HOME": str(home),
