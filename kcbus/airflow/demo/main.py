@@ -3,8 +3,7 @@
 Steps (each prints one line with its time):
 
 1. state under ``var/demo`` (drop folders, ledger, claims) and Airflow's metadata DB are
-   reset; keys are
-   kept after the first run (RSA-4096 for the fitconnect partner takes a while);
+   reset; keys are kept after the first run (RSA-4096 for the fitconnect partner is slow);
 2. the demo partners' and the bus's keystores (``var/demo/keys``; passphrase generated once,
    file mode 0600);
 3. ``airflow db migrate`` (SQLite under ``var/airflow``), then api-server, scheduler,
