@@ -50,15 +50,20 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import xmlschema
 from lxml import etree
 
 from xoev._errors import ConfigurationError, PartnerFault
 from xoev._index import XS, Location, XsdFile, is_remote, scan_file
 from xoev._paths import readable_path
-from xoev._typemap import TypeWalker
+
+if TYPE_CHECKING:
+    # xmlschema costs ~0.3 s to import and is only needed for diagnostics, XSD 1.1 and the
+    # code-list type walk: every `kcbus` command and worker start would pay it otherwise.
+    import xmlschema
+
+    from xoev._typemap import TypeWalker
 
 __all__ = [
     "CompileReport",
@@ -612,6 +617,8 @@ class SchemaRegistry:
             def mapper(uri: str) -> str:
                 return url_map.get(uri, uri)
 
+            import xmlschema
+
             cls = xmlschema.XMLSchema11 if version == "1.1" else xmlschema.XMLSchema10
             try:
                 with warnings.catch_warnings():
@@ -662,6 +669,8 @@ class SchemaRegistry:
         key = (str(entry), self._url_key, "walker")
         walker = _WALKERS.get(key)
         if walker is None:
+            from xoev._typemap import TypeWalker
+
             walker = TypeWalker(self._xmlschema(entry, version="1.1" if xsd11 else "1.0"))
             _WALKERS[key] = walker
         values = []
