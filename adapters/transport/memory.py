@@ -28,6 +28,7 @@ recoverable because nothing here can fail transiently.
 
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
 import os
@@ -104,6 +105,13 @@ class MemoryBroker:
 _brokers: dict[str, MemoryBroker] = {}
 _brokers_lock = threading.Lock()
 _ids = itertools.count(1)
+
+
+@atexit.register
+def _discard_spooled() -> None:
+    # large envelopes live in temporary files: do not leave them behind with the process
+    for each in list(_brokers.values()):
+        each.clear()
 
 
 def broker(name: str = "default") -> MemoryBroker:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 __all__ = [
     "ServerStartError",
+    "Watchdog",
     "free_port",
     "group_members",
     "kill_group",
@@ -168,3 +169,53 @@ def group_members(pgid: int) -> list[int]:
 
 def _group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
+
+
+_WATCHDOG = r"""
+owner=$1; targets=$2; base=$3
+while kill -0 "$owner" 2>/dev/null; do sleep 1; done
+stop() {
+    [ -f "$targets" ] || return 0
+    while read -r kind id sig; do
+        case $kind in
+            group) kill -s "$1" -- "-$id" 2>/dev/null ;;
+            pid) kill -s "${2:-$sig}" "$id" 2>/dev/null ;;
+        esac
+    done < "$targets"
+}
+stop TERM ""
+sleep 5
+stop KILL KILL
+rm -rf "$base"
+"""
+
+
+class Watchdog:
+    """Stops a server even when the test process dies without its teardown (SIGKILL, timeout).
+
+    A small shell process, in its own session, waits for the owner (this process) to end and
+    then stops every process group and PID listed in ``<base>/.watchdog`` and removes the base
+    directory. On a normal teardown the launcher stops the servers itself, then the watchdog
+    (by PID).
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.targets = base / ".watchdog"
+        self.targets.write_text("")
+        self._proc = subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG, "watchdog", str(os.getpid()), str(self.targets),
+             str(base)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def group(self, pgid: int) -> None:
+        with self.targets.open("a") as out:
+            out.write(f"group {pgid} TERM\n")
+
+    def pid(self, pid: int, sig: str = "TERM") -> None:
+        with self.targets.open("a") as out:
+            out.write(f"pid {pid} {sig}\n")
+
+    def stop(self) -> None:
+        kill_group(self._proc, timeout=5)

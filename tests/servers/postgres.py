@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.servers._process import (
     ServerStartError,
+    Watchdog,
     free_port,
     make_base_dir,
     need_executable,
@@ -115,6 +116,7 @@ def postgres_cluster() -> Iterator[PostgresServer]:
     log = base / "postgres.log"
     port = free_port()
     pid: int | None = None
+    watchdog = Watchdog(base)
     try:
         _run_as_postgres([str(_BIN / "initdb"), "-D", str(data), "-U", _USER, "-A", "trust",
                           "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"],
@@ -126,6 +128,7 @@ def postgres_cluster() -> Iterator[PostgresServer]:
                           "-w",
                           "-t", "60", "-o", options, "start"], log)
         pid = int((data / "postmaster.pid").read_text().split()[0])
+        watchdog.pid(pid, "INT")  # SIGINT: PostgreSQL's fast shutdown
         _create_database("127.0.0.1", port, _USER, "kcbus")
         yield PostgresServer(host="127.0.0.1", port=port, user=_USER, socket_dir=base,
                              data_dir=data, pid=pid, database="kcbus")
@@ -137,4 +140,5 @@ def postgres_cluster() -> Iterator[PostgresServer]:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 wait_pid_gone(pid, 10)
+        watchdog.stop()
         remove_base_dir(base)

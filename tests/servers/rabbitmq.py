@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tests.servers._process import (
     ServerStartError,
+    Watchdog,
     free_port,
     kill_group,
     make_base_dir,
@@ -46,6 +47,7 @@ class RabbitMQ:
     node: str
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _epmd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _watchdog: Watchdog | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -94,6 +96,8 @@ class RabbitMQ:
                 [str(_EPMD), "-port", str(self.epmd_port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )
+            if self._watchdog is not None:
+                self._watchdog.group(self._epmd.pid)
             wait_port(self.epmd_port, timeout=10, what="epmd", proc=self._epmd)
         log = self.base / "server.log"
         with log.open("ab") as out:
@@ -102,6 +106,8 @@ class RabbitMQ:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        if self._watchdog is not None:
+            self._watchdog.group(self._proc.pid)
         # The AMQP listener opens late in the boot sequence; poll it cheaply, then confirm with
         # rabbitmqctl await_startup (each rabbitmqctl call costs ~1 s of CLI start-up).
         wait_port(self.port, timeout=_START_TIMEOUT, what="rabbitmq-server",
@@ -147,9 +153,11 @@ def rabbitmq_node() -> Iterator[RabbitMQ]:
     cookie = base / ".erlang.cookie"
     cookie.write_text(os.urandom(16).hex().upper())
     cookie.chmod(0o400)
+    node._watchdog = Watchdog(base)
     try:
         node.start()
         yield node
     finally:
         node.close()
+        node._watchdog.stop()
         remove_base_dir(base)

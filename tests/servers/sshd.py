@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.servers._process import (
     ServerStartError,
+    Watchdog,
     free_port,
     kill_group,
     make_base_dir,
@@ -203,6 +204,7 @@ LogLevel INFO
     server = SshServer(host="127.0.0.1", port=port, user=SFTP_USER,
                        private_key=base / "client_ed25519_key",
                        known_hosts=base / "known_hosts", root=root, base=base)
+    watchdog = Watchdog(base)
     try:
         with log.open("ab") as out:
             # -D: stay in the foreground (our child, stopped by PID); -e: log to stderr.
@@ -210,8 +212,10 @@ LogLevel INFO
                 [str(_SSHD), "-D", "-e", "-f", str(config)], stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
+        watchdog.group(server._proc.pid)
         wait_for(lambda: _greets(port), timeout=20, what="sshd", proc=server._proc, log=log)
         yield server
     finally:
         server.stop()
+        watchdog.stop()
         remove_base_dir(base)
