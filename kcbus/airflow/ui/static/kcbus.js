@@ -442,9 +442,16 @@
 
     await loadMe();
     // Opened from a task instance (Airflow's external-view tab fills these in).
-    if (query.get("dag_id") && query.get("run_id") && query.get("task_id")) {
-      state.taskContext = { dag_id: query.get("dag_id"), run_id: query.get("run_id"),
-        task_id: query.get("task_id"), map_index: query.get("map_index") || "-1" };
+    // Airflow leaves a placeholder it cannot fill as it is (e.g. {MAP_INDEX} of a task that
+    // is not mapped): such a value counts as absent.
+    const given = (key) => {
+      const value = query.get(key);
+      return value && !/^\{[A-Z_]+\}$/.test(value) ? value : null;
+    };
+    if (given("dag_id") && given("run_id") && given("task_id")) {
+      const mapIndex = given("map_index");
+      state.taskContext = { dag_id: given("dag_id"), run_id: given("run_id"),
+        task_id: given("task_id"), map_index: /^-?\d+$/.test(mapIndex || "") ? mapIndex : "-1" };
       $("#task-context").hidden = false;
       $("#task-context-text").textContent = `Task ${state.taskContext.task_id} of run `
         + `${state.taskContext.run_id} (DAG ${state.taskContext.dag_id}`
