@@ -8,12 +8,18 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from airflow.triggers.base import TriggerEvent
 from kombu import Connection, Exchange, Queue
 
-from kcbus.airflow.triggers import FirePolicy, KombuQueueTrigger
+from kcbus.airflow.triggers import (
+    DropFolderTrigger,
+    FirePolicy,
+    KombuQueueTrigger,
+    count_ready,
+)
 from tests.servers.rabbitmq import RabbitMQ
 
 
@@ -206,3 +212,50 @@ async def _real_rabbitmq(rabbitmq: RabbitMQ, queue_name: str) -> None:
         assert second.payload["pending"] == 1
     finally:
         await events.aclose()
+
+
+def test_count_ready_follows_the_drop_folder_rules(tmp_path: Path) -> None:
+    folder = tmp_path / "von-klinikum"
+    assert count_ready(str(folder)) == 0  # not created yet: nothing waits
+    folder.mkdir()
+    for name in ("a.env", "b.env", ".hidden", "c.env.part", "d.tmp", "e~"):
+        (folder / name).write_bytes(b"x")
+    for sub in (".tmp", ".claimed", ".done", ".failed"):
+        (folder / sub).mkdir()
+        (folder / sub / "z.env").write_bytes(b"x")
+    assert count_ready(str(folder)) == 2
+    (folder / "a.env.ok").write_bytes(b"")
+    assert count_ready(str(folder), marker_suffix=".ok") == 1  # only a.env is marked complete
+
+
+def test_drop_folder_trigger_fires_on_arrival_without_touching_the_files(tmp_path: Path) -> None:
+    asyncio.run(_drop_folder(tmp_path))
+
+
+async def _drop_folder(tmp_path: Path) -> None:
+    from adapters.transport import Outbound, connect
+
+    folder = tmp_path / "von-klinikum"
+    watcher = _rebuild_folder(DropFolderTrigger(folders=[str(folder)], poll_interval=0.05))
+    events = watcher.run()
+    try:
+        waiting = asyncio.ensure_future(_next_event(events))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        # A partner publishes through the real file-drop adapter (temporary name, rename).
+        with connect(f"file://{folder}") as drop:
+            drop.send(Outbound(envelope_id="env-1", recipient="kcbus", data=b"sealed"))
+        event = await waiting
+        assert event.payload == {"pending": 1, "folders": {str(folder): 1}}
+        with connect(f"file://{folder}") as inbox:
+            assert [d.envelope_id for d in inbox.receive(10)] == ["env-1"]  # still there
+    finally:
+        await events.aclose()
+
+
+def _rebuild_folder(trigger: DropFolderTrigger) -> DropFolderTrigger:
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert isinstance(rebuilt, DropFolderTrigger)
+    return rebuilt
