@@ -14,6 +14,11 @@ how much of that limit the whole bus keeps (goal ≥ 0.7); the ``modern`` figure
 absolute goal of ≥ 1,000 messages/s. Receipts triple the sealing per message (three envelopes
 leave for every one that arrives), so ``modern`` is measured a second time with the sender
 taking only Rückweisungen (``receipts: [rejected]``): the message path alone.
+
+Each figure comes twice: by the wall clock, and by CPU time (messages per CPU-second of this
+process). On a shared machine the wall clock also counts the time other processes had the
+core; the CPU-time figure is what one dedicated core does (it leaves out waiting for fsync,
+which the ledger does once per batch).
 """
 
 from __future__ import annotations
@@ -97,8 +102,9 @@ def _fresh(template: bytes) -> bytes:
 
 def pipeline_rate(
     root: Path, stores: dict[str, Keystore], n: int, batch: int, *, receipts: bool = True
-) -> float:
-    """Messages per second through ``Bus.drain`` (the municipality's sealing not timed)."""
+) -> tuple[float, float]:
+    """Messages per second (wall clock, CPU time) through ``Bus.drain``; the municipality's
+    sealing is not timed."""
     broker = f"bench{uuid.uuid4().hex[:8]}"
     (root / "kcbus.yaml").write_text(
         CONFIG.format(
@@ -132,9 +138,9 @@ def pipeline_rate(
     ]
     for consumer in consumers:
         consumer.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     counts = bus.drain(limit=batch)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     stop.set()
     for consumer in consumers:
         consumer.join()
@@ -143,7 +149,7 @@ def pipeline_rate(
         raise RuntimeError(f"pipeline did not finish every message: {counts.as_dict()}")
     bus.close()
     ledger.close()
-    return n / elapsed
+    return n / elapsed, n / cpu
 
 
 def _consume(url: str, stop: threading.Event) -> None:
@@ -153,8 +159,10 @@ def _consume(url: str, stop: threading.Event) -> None:
                 inbox.acknowledge(delivery)
 
 
-def limit_rate(stores: dict[str, Keystore], n: int, *, receipts: bool = True) -> float:
-    """Messages per second of the irreducible work alone (see module docstring)."""
+def limit_rate(
+    stores: dict[str, Keystore], n: int, *, receipts: bool = True
+) -> tuple[float, float]:
+    """Messages per second (wall clock, CPU time) of the irreducible work alone."""
     registry = xoev.SchemaRegistry.from_dirs([STANDARDS / "xbau-2.6" / "complete"])
     builder = ReceiptBuilder(
         Addressee("DVDV", "kcbus:091870000000", "kcbus"),
@@ -176,7 +184,7 @@ def limit_rate(stores: dict[str, Keystore], n: int, *, receipts: bool = True) ->
         for _ in range(n)
     ]
     registry.validate(xoev.parse_xml(template))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for raw in envelopes:
         opened = open_envelope(raw, keystore=stores["kcbus"], now=now, replay_guard=None)
         tree = xoev.parse_xml(opened.message)
@@ -200,7 +208,11 @@ def limit_rate(stores: dict[str, Keystore], n: int, *, receipts: bool = True) ->
             seal(
                 receipt, sender="kcbus", recipient="gemeinde-a", keystore=stores["kcbus"], now=now
             ).data()
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
+
+
+def _best(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return (max(a[0], b[0]), max(a[1], b[1]))
 
 
 def run(args: argparse.Namespace) -> Iterable[Figure]:
@@ -214,25 +226,31 @@ def run(args: argparse.Namespace) -> Iterable[Figure]:
             for receipts in variants:
                 # The machine is shared: alternate the two measurements and keep the best of
                 # each, so a burst of someone else's load does not decide the ratio.
-                limit = rate = 0.0
+                best = {"limit": (0.0, 0.0), "rate": (0.0, 0.0)}
                 with one_core():
                     for _ in range(2):
-                        limit = max(
-                            limit, limit_rate(stores, max(count // 2, 50), receipts=receipts)
+                        got = limit_rate(stores, max(count // 2, 50), receipts=receipts)
+                        best["limit"] = _best(best["limit"], got)
+                        got = pipeline_rate(
+                            root / profile, stores, count, batch=500, receipts=receipts
                         )
-                        rate = max(
-                            rate,
-                            pipeline_rate(
-                                root / profile, stores, count, batch=500, receipts=receipts
-                            ),
-                        )
+                        best["rate"] = _best(best["rate"], got)
                 what = "" if receipts else ", receipts off"
+                (rate, rate_cpu), (limit, limit_cpu) = best["rate"], best["limit"]
                 yield Figure(
                     name=f"pipeline end-to-end 20KB XBau ({profile}{what})",
                     value=rate,
                     unit="msg/s",
                     baseline="parse+validate+crypto alone",
                     baseline_value=limit,
+                    goal=0.7,
+                )
+                yield Figure(
+                    name=f"pipeline end-to-end 20KB XBau ({profile}{what}), CPU time",
+                    value=rate_cpu,
+                    unit="msg/cpu-s",
+                    baseline="parse+validate+crypto alone, CPU time",
+                    baseline_value=limit_cpu,
                     goal=0.7,
                 )
                 if profile == "modern":

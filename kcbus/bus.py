@@ -32,12 +32,14 @@ from kcbus.pipeline import (
     StageCounts,
     default_actor,
     deliver_batch,
-    open_batch,
+    open_rows,
     receive_batch,
     route_batch,
+    route_rows,
     seal_batch,
     utcnow,
     validate_batch,
+    validate_rows,
 )
 
 __all__ = ["Bus", "StageCounts"]
@@ -143,7 +145,12 @@ class Bus:
         status change and event."""
         rt = self.runtime
         with self._unit() as unit:
-            counts = open_batch(rt, limit, unit=unit)
+            # What this batch opens goes on to validate and route in memory...
+            counts, opened = open_rows(rt, limit, unit=unit)
+            more, validated = validate_rows(rt, unit, opened)
+            counts += more
+            counts += route_rows(rt, unit, validated)
+            # ...then whatever earlier runs left half-way, and sealing for every destination.
             counts += validate_batch(rt, limit, unit=unit)
             counts += route_batch(rt, limit, unit=unit)
             counts += seal_batch(rt, limit, unit=unit)

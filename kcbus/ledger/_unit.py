@@ -74,8 +74,10 @@ class Unit:
         self.actor = actor
         self.now = now
         self._postgres = conn.dialect.name == "postgresql"
-        self._message_updates: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
-        self._delivery_updates: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
+        # Pending column changes by row ID; several stages in one unit coalesce into one
+        # UPDATE per row at the next flush.
+        self._message_updates: dict[int, dict[str, object]] = {}
+        self._delivery_updates: dict[int, dict[str, object]] = {}
         self._events: list[dict[str, object]] = []
         self._blobs: list[dict[str, object]] = []
         self._blob_replaced: list[dict[str, object]] = []
@@ -299,15 +301,13 @@ class Unit:
         for key in ("status", "kind"):
             if key in fields and fields[key] is not None:
                 fields[key] = str(fields[key])
-        shape = tuple(sorted(fields))
-        self._message_updates[shape].append({"_id": message_id, **fields})
+        self._message_updates.setdefault(message_id, {}).update(fields)
 
     def update_delivery(self, delivery_id: int, **fields: object) -> None:
         fields["updated_at"] = self.now
         if "status" in fields:
             fields["status"] = str(fields["status"])
-        shape = tuple(sorted(fields))
-        self._delivery_updates[shape].append({"_id": delivery_id, **fields})
+        self._delivery_updates.setdefault(delivery_id, {}).update(fields)
 
     def event(
         self,
@@ -453,22 +453,21 @@ class Unit:
         if self._blobs:
             conn.execute(insert(blobs), self._blobs)
             self._blobs = []
-        for shape, rows in self._message_updates.items():
-            stmt = (
-                update(messages)
-                .where(messages.c.id == bindparam("_id"))
-                .values({col: bindparam(col) for col in shape})
-            )
-            conn.execute(stmt, rows)
-        self._message_updates.clear()
-        for shape, rows in self._delivery_updates.items():
-            stmt = (
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("_id"))
-                .values({col: bindparam(col) for col in shape})
-            )
-            conn.execute(stmt, rows)
-        self._delivery_updates.clear()
+        for table, pending in (
+            (messages, self._message_updates),
+            (deliveries, self._delivery_updates),
+        ):
+            by_shape: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
+            for row_id, fields in pending.items():
+                by_shape[tuple(sorted(fields))].append({"_id": row_id, **fields})
+            for shape, rows in by_shape.items():
+                stmt = (
+                    update(table)
+                    .where(table.c.id == bindparam("_id"))
+                    .values({col: bindparam(col) for col in shape})
+                )
+                conn.execute(stmt, rows)
+            pending.clear()
         if self._events:
             conn.execute(insert(events), self._events)
             self._events = []

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from kcbus.pipeline._common import Facts, StageCounts
 from kcbus.pipeline._deliver import deliver_batch, seal_batch
-from kcbus.pipeline._open import open_batch
+from kcbus.pipeline._open import open_batch, open_rows
 from kcbus.pipeline._receive import receive_batch
-from kcbus.pipeline._route import route_batch
+from kcbus.pipeline._route import route_batch, route_rows
 from kcbus.pipeline._runtime import Runtime, default_actor, utcnow
-from kcbus.pipeline._validate import validate_batch
+from kcbus.pipeline._validate import validate_batch, validate_rows
 
 __all__ = [
     "Facts",
@@ -23,9 +23,12 @@ __all__ = [
     "default_actor",
     "deliver_batch",
     "open_batch",
+    "open_rows",
     "receive_batch",
     "route_batch",
+    "route_rows",
     "seal_batch",
     "utcnow",
     "validate_batch",
+    "validate_rows",
 ]

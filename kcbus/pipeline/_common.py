@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from kcbus.config import Partner
@@ -19,7 +19,16 @@ from kcbus.pipeline._runtime import Runtime
 from kcbus.receipts import STANDARD, VERSION, Fault, Handover, ReceiptType, Reference, redact
 from xoev import KcbusError
 
-__all__ = ["Facts", "ReceiptQueue", "StageCounts", "fault_of", "retry_later"]
+__all__ = [
+    "Facts",
+    "ReceiptQueue",
+    "StageCounts",
+    "fault_of",
+    "reference_of",
+    "reject",
+    "retry_later",
+    "with_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -272,7 +281,7 @@ def reject(
         counts.duplicates += 1
     else:
         counts.rejected += 1
-    merged = row if not fields else _with(row, fields)
+    merged = row if not fields else with_fields(row, fields)
     receipts.add(
         merged,
         sender,
@@ -284,8 +293,9 @@ def reject(
     )
 
 
-def _with(row: MessageRow, fields: dict[str, object]) -> MessageRow:
-    from dataclasses import replace
-
+def with_fields(row: MessageRow, fields: dict[str, object]) -> MessageRow:
+    """``row`` as it is after ``fields`` were written (statuses as enums)."""
     known = {k: v for k, v in fields.items() if k in MessageRow.__dataclass_fields__}
+    if "status" in known:
+        known["status"] = Status(str(known["status"]))
     return replace(row, **known)  # type: ignore[arg-type]

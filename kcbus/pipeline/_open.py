@@ -57,11 +57,12 @@ from kcbus.pipeline._common import (
     fault_of,
     reject,
     retry_later,
+    with_fields,
 )
 from kcbus.pipeline._runtime import Runtime, work
 from xoev import ConfigurationError, PartnerFault, parse_xml, read_header
 
-__all__ = ["open_batch"]
+__all__ = ["open_batch", "open_rows"]
 
 _STAGE = "open"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -99,11 +100,20 @@ def _peek(raw: bytes) -> EnvelopeInfo | None:
 
 
 def open_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
+    """Claim up to ``limit`` RECEIVED messages and open them."""
+    return open_rows(rt, limit, unit=unit)[0]
+
+
+def open_rows(
+    rt: Runtime, limit: int, *, unit: Unit | None = None
+) -> tuple[StageCounts, list[MessageRow]]:
+    """As :func:`open_batch`; also gives the rows now OPENED (for the next stage, same unit)."""
     counts = StageCounts()
+    advanced: list[MessageRow] = []
     with work(rt, unit) as unit:
         rows = unit.claim([Status.RECEIVED], limit, kind=Kind.MESSAGE)
         if not rows:
-            return counts
+            return counts, advanced
         raws = unit.blobs("envelope", [r.ledger_id for r in rows])
         peeked = {r.ledger_id: _peek(raws[r.ledger_id]) for r in rows}
         guard = _Guard(
@@ -177,15 +187,16 @@ def open_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCou
             unit.put_blob(message_id, "content", result.content, digest=result.digest)
             fields["content_digest"] = result.digest
             unit.put_blob(message_id, "facts", facts.dump())
-            unit.update(
-                message_id,
-                status=Status.OPENED,
-                attempts=0,
-                next_attempt_at=None,
-                reason_code=None,
-                reason=None,
+            changes: dict[str, object] = {
+                "status": Status.OPENED,
+                "attempts": 0,
+                "next_attempt_at": None,
+                "reason_code": None,
+                "reason": None,
                 **fields,
-            )
+            }
+            unit.update(message_id, **changes)
+            advanced.append(with_fields(row, changes))
             how = "routing label" if result.route.end_to_end else "envelope"
             unit.event(
                 message_id,
@@ -200,7 +211,7 @@ def open_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCou
                 rt.trees[message_id] = result.tree
             counts.opened += 1
         counts.receipts += receipts.flush(unit)
-    return counts
+    return counts, advanced
 
 
 class _Refused(Exception):

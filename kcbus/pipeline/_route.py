@@ -17,17 +17,22 @@ from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, fault_of, r
 from kcbus.pipeline._runtime import Runtime, work
 from xoev import ConfigurationError, PartnerFault
 
-__all__ = ["route_batch"]
+__all__ = ["route_batch", "route_rows"]
 
 _STAGE = "route"
 
 
 def route_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
-    counts = StageCounts()
+    """Claim up to ``limit`` VALIDATED messages and route them."""
     with work(rt, unit) as unit:
         rows = unit.claim([Status.VALIDATED], limit)
-        if not rows:
-            return counts
+        return route_rows(rt, unit, rows)
+
+
+def route_rows(rt: Runtime, unit: Unit, rows: list[MessageRow]) -> StageCounts:
+    """Route ``rows`` (VALIDATED, claimed in ``unit``): deliveries PENDING, status ROUTED."""
+    counts = StageCounts()
+    if rows:
         facts = unit.blobs("facts", [r.ledger_id for r in rows])
         receipts = ReceiptQueue(rt)
         planned: list[tuple[MessageRow, list[str]]] = []

@@ -16,7 +16,7 @@ from lxml import etree
 
 from kcbus._errors import CodeInvalid, SchemaInvalid
 from kcbus.config import Route
-from kcbus.ledger import Status, Unit
+from kcbus.ledger import MessageRow, Status, Unit
 from kcbus.pipeline._common import (
     ReceiptQueue,
     StageCounts,
@@ -24,23 +24,33 @@ from kcbus.pipeline._common import (
     reference_of,
     reject,
     retry_later,
+    with_fields,
 )
 from kcbus.pipeline._runtime import Runtime, work
 from kcbus.receipts import Fault, ReceiptType, redact
 from xoev import ConfigurationError, PartnerFault, parse_xml
 
-__all__ = ["validate_batch"]
+__all__ = ["validate_batch", "validate_rows"]
 
 _STAGE = "validate"
 _MAX_FAULTS = 20  # a Rückweisung lists at most this many schema errors
 
 
 def validate_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
-    counts = StageCounts()
+    """Claim up to ``limit`` OPENED messages and validate them."""
     with work(rt, unit) as unit:
         rows = unit.claim([Status.OPENED], limit)
-        if not rows:
-            return counts
+        return validate_rows(rt, unit, rows)[0]
+
+
+def validate_rows(
+    rt: Runtime, unit: Unit, rows: list[MessageRow]
+) -> tuple[StageCounts, list[MessageRow]]:
+    """Validate ``rows`` (OPENED, claimed in ``unit``); gives the counts and the rows now
+    VALIDATED."""
+    counts = StageCounts()
+    advanced: list[MessageRow] = []
+    if rows:
         need_content = [
             r.ledger_id for r in rows if not r.end_to_end and r.ledger_id not in rt.trees
         ]
@@ -74,14 +84,15 @@ def validate_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> Stag
                 if faults:
                     reject(rt, unit, row, _STAGE, faults, receipts, counts, sender=sender)
                     continue
-            unit.update(
-                row.ledger_id,
-                status=Status.VALIDATED,
-                attempts=0,
-                next_attempt_at=None,
-                reason_code=None,
-                reason=None,
-            )
+            changes: dict[str, object] = {
+                "status": Status.VALIDATED,
+                "attempts": 0,
+                "next_attempt_at": None,
+                "reason_code": None,
+                "reason": None,
+            }
+            unit.update(row.ledger_id, **changes)
+            advanced.append(with_fields(row, changes))
             unit.event(row.ledger_id, _STAGE, Status.VALIDATED, detail=detail)
             counts.validated += 1
             receipts.add(
@@ -95,7 +106,7 @@ def validate_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> Stag
         counts.receipts += receipts.flush(unit)
     # Trees of messages another worker validated would otherwise stay here for good.
     rt.trees.clear()
-    return counts
+    return counts, advanced
 
 
 def _check(rt: Runtime, route: Route, tree: etree._ElementTree) -> tuple[list[Fault], str]:
