@@ -8,16 +8,21 @@ Registered through the ``airflow.plugins`` entry point (``pyproject.toml``). It 
   every task instance, which opens the page filtered to the messages that task instance handled
   (Airflow fills in ``{DAG_ID}``, ``{RUN_ID}``, ``{TASK_ID}``, ``{MAP_INDEX}``).
 
-Airflow imports this module in every process that loads plugins, task processes included, so
-it must stay light: the app is built here, but nothing reaches the ledger or Airflow's API
-server modules until the first request.
+Airflow imports this module in every process that loads plugins — every task process too (for
+macros) — so it must stay light: the FastAPI app (FastAPI, pydantic models, the ledger code) is
+built only when the API server asks the plugin instance for ``fastapi_apps``; nothing reaches
+the ledger until the first request.
 """
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING
+
 from airflow.plugins_manager import AirflowPlugin
 
-from kcbus.airflow.ui._api import create_app
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["KcbusPlugin"]
 
@@ -26,12 +31,31 @@ URL_PREFIX = "/kcbus"
 _ICON = "/kcbus/ui/static/icon.svg"
 
 
+_app: list[FastAPI] = []
+_lock = threading.Lock()
+
+
+def _the_app() -> FastAPI:
+    """One app per process, built on first use (imports FastAPI and the ledger code)."""
+    with _lock:
+        if not _app:
+            from kcbus.airflow.ui._api import create_app
+
+            _app.append(create_app())
+        return _app[0]
+
+
 class KcbusPlugin(AirflowPlugin):
     name = "kcbus"
-    fastapi_apps = [  # noqa: RUF012 (Airflow's plugin API: class attributes)
-        {"app": create_app(), "url_prefix": URL_PREFIX, "name": "kcbus operator view"},
-    ]
-    external_views = [  # noqa: RUF012
+
+    # Airflow reads ``fastapi_apps`` from the plugin *instance* (entry-point plugins are
+    # instantiated), only in the API server: a property keeps task processes from building
+    # the app. Overriding the base class's list attribute with a property is deliberate.
+    @property
+    def fastapi_apps(self) -> list[dict[str, object]]:  # type: ignore[override]
+        return [{"app": _the_app(), "url_prefix": URL_PREFIX, "name": "kcbus operator view"}]
+
+    external_views = [  # noqa: RUF012 (Airflow's plugin API: class attributes)
         {
             "name": "Messages",
             "href": f"{URL_PREFIX}/ui/",
