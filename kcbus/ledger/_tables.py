@@ -60,6 +60,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is UTC:  # the common case, cheaply
+            return value.replace(tzinfo=None)
         if value.tzinfo is None:
             raise ValueError("ledger times must be timezone-aware")
         return value.astimezone(UTC).replace(tzinfo=None)

@@ -426,6 +426,15 @@ class Unit:
         rows = self._conn.execute(select(messages).where(messages.c.id.in_(ids))).mappings()
         return {int(r["id"]): MessageRow.from_mapping(r) for r in rows}
 
+    def statuses(self, message_ids: Iterable[int]) -> dict[int, Status]:
+        """Current status by message ID (a light read: no full rows)."""
+        self.flush()
+        ids = list(message_ids)
+        if not ids:
+            return {}
+        query = select(messages.c.id, messages.c.status).where(messages.c.id.in_(ids))
+        return {int(r.id): Status(r.status) for r in self._conn.execute(query).all()}
+
     def children(self, parent_ids: Iterable[int]) -> list[MessageRow]:
         self.flush()
         ids = list(parent_ids)

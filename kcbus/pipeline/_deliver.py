@@ -354,15 +354,15 @@ def _summarise(
 
 def _acknowledge(unit: Unit, receipts: list[MessageRow], counts: StageCounts) -> None:
     """A delivered receipt completes its message: Zustellbestätigung → ACKNOWLEDGED."""
-    originals = unit.messages_by_id(r.parent_id for r in receipts if r.parent_id is not None)
+    statuses = unit.statuses(r.parent_id for r in receipts if r.parent_id is not None)
     for receipt in receipts:
-        original = originals.get(receipt.parent_id or -1)
-        if original is None:
+        parent = receipt.parent_id
+        if parent is None or parent not in statuses:
             continue
         label = f"{receipt.message_type} {receipt.uuid} delivered to {receipt.recipient}"
-        if receipt.receipt_type == "delivered" and original.status is Status.DELIVERED:
-            unit.update(original.ledger_id, status=Status.ACKNOWLEDGED)
-            unit.event(original.ledger_id, "acknowledge", Status.ACKNOWLEDGED, detail=label)
+        if receipt.receipt_type == "delivered" and statuses[parent] is Status.DELIVERED:
+            unit.update(parent, status=Status.ACKNOWLEDGED)
+            unit.event(parent, "acknowledge", Status.ACKNOWLEDGED, detail=label)
             counts.acknowledged += 1
         else:
-            unit.event(original.ledger_id, "acknowledge", None, detail=label)
+            unit.event(parent, "acknowledge", None, detail=label)
