@@ -8,6 +8,7 @@ routes, schemas and traffic stay the demo's, so the tests run the same flows a u
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import uuid
@@ -16,10 +17,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from adapters.envelope import Keystore
-from kcbus.config import BusConfig
+from kcbus.airflow.demo.traffic import Expectation
+from kcbus.airflow.demo.world import Arrival, DemoWorld
+from kcbus.receipts import ReceiptType
 
-__all__ = ["PASSPHRASE", "Keys", "Scenario", "make_config", "make_keys", "memory_endpoints"]
+__all__ = [
+    "FLOWS",
+    "PASSPHRASE",
+    "Clock",
+    "Keys",
+    "collect_all",
+    "expect_arrivals",
+    "make_config",
+    "make_keys",
+    "memory_endpoints",
+]
+
+FLOWS = ("entlassbrief", "bauantrag", "tarifdaten", "kommunen")
+#: Demo senders whose config asks for Zustellbestätigungen (the default: all receipts).
+WANTS_RECEIPTS = {"lra-musterkreis", "gemeinde-musterdorf", "stadt-beispielstadt",
+                  "klinikum-musterkreis", "tarif-rmv"}
 
 PROJECT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "kcbus-test-passphrase"
@@ -41,7 +58,6 @@ class Keys:
 
 
 def make_keys(root: Path) -> Keys:
-    from kcbus.airflow.demo.world import DemoWorld
     from kcbus.airflow.settings import load_config
 
     folder = root / "src"
@@ -80,23 +96,40 @@ def make_config(
     return target
 
 
-@dataclass
-class Scenario:
-    """One test's bus: config folder, ledger URL, the demo partners."""
+class Clock:
+    """Moves one second per call, so every message has its own creation time."""
 
-    config_dir: Path
-    config: BusConfig
-    ledger_url: str
-    root: Path
+    def __init__(self, start: datetime) -> None:
+        self._ticks = itertools.count()
+        self.start = start
 
-    @staticmethod
-    def unique() -> str:
-        return f"t{uuid.uuid4().hex[:10]}"
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=next(self._ticks))
 
 
-def partner_keys(keys: Path) -> Path:
-    return keys / "partners"
+def unique() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
 
 
-def bus_keystore(keys: Path) -> Keystore:
-    return Keystore(keys / "kcbus", PASSPHRASE)
+def collect_all(world: DemoWorld, scratch: Path) -> list[Arrival]:
+    """Everything every demo partner has received (opened and acknowledged)."""
+    now = datetime.now(tz=UTC)
+    arrivals: list[Arrival] = []
+    for partner, p in world.config.partners.items():
+        if p.deliver_to:
+            arrivals.extend(world.collect(partner, now, scratch))
+    return arrivals
+
+
+def expect_arrivals(expectations: list[Expectation], arrivals: list[Arrival]) -> None:
+    """Recipients hold their messages; senders hold their receipts."""
+    got = {(a.recipient, a.message_id) for a in arrivals if a.receipt is None}
+    for exp in expectations:
+        for recipient in exp.recipients:
+            assert (recipient, exp.sent.message_id) in got, (exp.sent.flow, recipient)
+    receipts = {(a.recipient, a.message_id, a.receipt) for a in arrivals if a.receipt}
+    for exp in expectations:
+        if exp.outcome == "rejected":
+            assert (exp.sent.sender, exp.sent.message_id, ReceiptType.REJECTED) in receipts
+        elif exp.outcome == "delivered" and exp.sent.sender in WANTS_RECEIPTS:
+            assert (exp.sent.sender, exp.sent.message_id, ReceiptType.DELIVERED) in receipts

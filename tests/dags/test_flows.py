@@ -8,7 +8,6 @@ receipts.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,26 +15,18 @@ from pathlib import Path
 import pytest
 
 from kcbus.airflow.demo.summary import check, summarize
-from kcbus.airflow.demo.traffic import Expectation, send_demo_traffic
-from kcbus.airflow.demo.world import Arrival, DemoWorld
-from kcbus.receipts import ReceiptType
-from tests.dags.scenario import PASSPHRASE, T0, Keys, make_config, memory_endpoints
-
-FLOWS = ("entlassbrief", "bauantrag", "tarifdaten", "kommunen")
-#: Demo senders whose config asks for Zustellbestätigungen (the default: all receipts).
-WANTS_RECEIPTS = {"lra-musterkreis", "gemeinde-musterdorf", "stadt-beispielstadt",
-                  "klinikum-musterkreis", "tarif-rmv"}
-
-
-class Clock:
-    """Moves one second per call, so every message has its own creation time."""
-
-    def __init__(self, start: datetime) -> None:
-        self._ticks = itertools.count()
-        self.start = start
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=next(self._ticks))
+from kcbus.airflow.demo.traffic import send_demo_traffic
+from kcbus.airflow.demo.world import DemoWorld
+from tests.dags.scenario import (
+    PASSPHRASE,
+    T0,
+    Clock,
+    Keys,
+    collect_all,
+    expect_arrivals,
+    make_config,
+    memory_endpoints,
+)
 
 
 @pytest.fixture
@@ -58,29 +49,6 @@ def bus_env(
         yield config_dir, world, ledger
     finally:
         world.close()
-
-
-def _collect(world: DemoWorld, scratch: Path) -> list[Arrival]:
-    now = datetime.now(tz=T0.tzinfo)
-    arrivals: list[Arrival] = []
-    for partner, p in world.config.partners.items():
-        if p.deliver_to:
-            arrivals.extend(world.collect(partner, now, scratch))
-    return arrivals
-
-
-def _expect_arrivals(expectations: list[Expectation], arrivals: list[Arrival]) -> None:
-    got = {(a.recipient, a.message_id) for a in arrivals if a.receipt is None}
-    for exp in expectations:
-        for recipient in exp.recipients:
-            assert (recipient, exp.sent.message_id) in got, (exp.sent.flow, recipient)
-    # Senders hear back: every accepted message is confirmed, every refused one rejected.
-    receipts = {(a.recipient, a.message_id, a.receipt) for a in arrivals if a.receipt}
-    for exp in expectations:
-        if exp.outcome == "rejected":
-            assert (exp.sent.sender, exp.sent.message_id, ReceiptType.REJECTED) in receipts
-        elif exp.outcome == "delivered" and exp.sent.sender in WANTS_RECEIPTS:
-            assert (exp.sent.sender, exp.sent.message_id, ReceiptType.DELIVERED) in receipts
 
 
 @pytest.mark.slow
@@ -117,4 +85,4 @@ def test_flow_runs_under_dag_test_with_in_memory_adapters(
         (summary,) = [s for s in summarize(ledger) if s.flow == flow]
         assert summary.settled
         assert summary.received == len(expectations)
-    _expect_arrivals(expectations, _collect(world, tmp_path / "scratch"))
+    expect_arrivals(expectations, collect_all(world, tmp_path / "scratch"))
