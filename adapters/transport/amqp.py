@@ -195,12 +195,15 @@ class AmqpTransport(TransportBase):
                 raise TransportConfigError("kombu+filesystem needs an absolute folder: "
                                            "kombu+filesystem:///path",
                                            transport=scheme)
-            for sub in ("queue", "processed"):
+            for sub in ("queue", "processed", "control"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
+            # kombu's default control_folder is "control" relative to the working directory:
+            # keep the exchange tables inside the broker folder instead.
             transport_options = {"data_folder_in": str(folder / "queue"),
                                  "data_folder_out": str(folder / "queue"),
                                  "store_processed": False,
-                                 "processed_folder": str(folder / "processed")}
+                                 "processed_folder": str(folder / "processed"),
+                                 "control_folder": str(folder / "control")}
             kombu_url = "filesystem://"
         else:
             kombu_url = f"{kombu_scheme}://{parts.netloc}{parts.path}"  # query = our options

@@ -35,3 +35,19 @@ def test_kombu_scheme_urls_are_checked() -> None:
     transport = connect("kombu+memory://", prefetch=8)
     assert isinstance(transport, AmqpTransport) and transport.prefetch == 8
     transport.close()
+
+
+def test_folder_broker_writes_nothing_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kombu keeps its exchange tables in "control/" relative to the working directory unless told
+    # otherwise: a worker must not litter whatever folder it was started from.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    broker = tmp_path / "broker"
+    # an exchange name of its own: kombu declares each exchange once per process
+    with connect(f"kombu+filesystem://{broker}", exchange="cwdcheck") as sender:
+        sender.send(Outbound("e1", "bus", data=b"x"))
+    assert list(cwd.iterdir()) == []
+    assert any((broker / "control").iterdir())
