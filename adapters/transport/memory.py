@@ -82,6 +82,21 @@ class MemoryBroker:
     in_flight: dict[str, _Item] = field(default_factory=dict)
     dead: list[tuple[str, str, str]] = field(default_factory=list)  # (recipient, id, reason)
     condition: threading.Condition = field(default_factory=threading.Condition)
+    #: (recipient, envelope id) of every item queued or in flight, with how many: what makes
+    #: ``send()`` idempotent in O(1) instead of a scan of the queue (O(N²) for a batch).
+    known: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def _add_known(self, item: _Item) -> None:
+        key = (item.recipient, item.envelope_id)
+        self.known[key] = self.known.get(key, 0) + 1
+
+    def _drop_known(self, item: _Item) -> None:
+        key = (item.recipient, item.envelope_id)
+        left = self.known.get(key, 0) - 1
+        if left > 0:
+            self.known[key] = left
+        else:
+            self.known.pop(key, None)
 
     def pending(self, recipient: str | None = None) -> int:
         """Items waiting (not in flight) for ``recipient`` or for everybody."""
@@ -100,6 +115,7 @@ class MemoryBroker:
             self.queues.clear()
             self.in_flight.clear()
             self.dead.clear()
+            self.known.clear()
 
 
 _brokers: dict[str, MemoryBroker] = {}
@@ -172,14 +188,11 @@ class MemoryTransport(TransportBase):
                 stored.discard()
                 return
             self.broker.queues.setdefault(item.recipient, deque()).append(stored)
+            self.broker._add_known(stored)
             self.broker.condition.notify_all()
 
     def _known(self, recipient: str, envelope_id: str) -> bool:
-        queue = self.broker.queues.get(recipient, ())
-        return any(i.envelope_id == envelope_id for i in queue) or any(
-            i.envelope_id == envelope_id and i.recipient == recipient
-            for i in self.broker.in_flight.values()
-        )
+        return (recipient, envelope_id) in self.broker.known
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -228,6 +241,7 @@ class MemoryTransport(TransportBase):
     def acknowledge(self, delivery: Delivery) -> None:
         with self.broker.condition:
             item = self._take(delivery)
+            self.broker._drop_known(item)
         item.discard()
 
     def release(self, delivery: Delivery) -> None:
@@ -239,6 +253,7 @@ class MemoryTransport(TransportBase):
     def reject(self, delivery: Delivery, reason_code: str) -> None:
         with self.broker.condition:
             item = self._take(delivery)
+            self.broker._drop_known(item)
             self.broker.dead.append((item.recipient, item.envelope_id, reason_code))
         item.discard()
 

@@ -57,3 +57,27 @@ def test_size_limit_mimics_a_broker(name: str) -> None:
     with connect(f"memory://{name}?max_size=4") as bus, pytest.raises(EnvelopeTooLarge) as info:
         bus.send(Outbound("e-1", "a", data=b"12345"))
     assert (info.value.size, info.value.limit) == (5, 4)
+
+
+def test_send_is_idempotent_per_recipient_while_queued_or_in_flight(name: str) -> None:
+    # send() looks envelope IDs up in an index (no scan of the queue); the index must follow
+    # every move: queued → in flight → released → acknowledged.
+    with connect(f"memory://{name}") as bus:
+        for envelope in ("e-1", "e-2", "e-1"):
+            bus.send(Outbound(envelope, "a", data=b"x"))
+        bus.send(Outbound("e-1", "b", data=b"x"))  # another recipient: its own copy
+        assert (broker(name).pending("a"), broker(name).pending("b")) == (2, 1)
+        with connect(f"memory://{name}?inbox=a") as inbox:
+            first, second = inbox.receive(10)
+            bus.send(Outbound("e-1", "a", data=b"x"))  # in flight: still known
+            assert broker(name).pending("a") == 0
+            inbox.release(first)
+            bus.send(Outbound("e-1", "a", data=b"x"))  # back in the queue: still known
+            assert broker(name).pending("a") == 1
+            [again] = inbox.receive(10)
+            inbox.acknowledge(again)
+            inbox.reject(second, "unreadable")
+        # Acknowledged or dead-lettered: gone, so a new send is a new delivery.
+        bus.send(Outbound("e-1", "a", data=b"x"))
+        bus.send(Outbound("e-2", "a", data=b"x"))
+        assert broker(name).pending("a") == 2
