@@ -155,9 +155,16 @@ class AirflowStack:
         return result
 
     def migrate(self) -> None:
-        """``airflow db migrate`` (creates the SQLite metadata DB on first use)."""
-        (self.home / "var" / "airflow").mkdir(parents=True, exist_ok=True)
+        """``airflow db migrate`` (creates the SQLite metadata DB on first use), then WAL mode
+        for it (see :mod:`kcbus.airflow.sqlite`)."""
+        from kcbus.airflow.sqlite import use_wal
+
+        folder = self.home / "var" / "airflow"
+        folder.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
+        database = folder / "airflow.db"
+        if database.exists():
+            use_wal(database)
 
     def _spawn(self, name: str) -> None:
         assert self.log_dir is not None
@@ -216,8 +223,8 @@ class AirflowStack:
     ) -> dict[str, object]:
         """One call to the api-server (``path`` under the base URL); JSON in, JSON out.
 
-        Timeouts and refused connections are retried (a busy single-worker api-server on a
-        small machine answers late); HTTP errors are not."""
+        Timeouts, refused connections and 5xx answers are retried (a busy single-worker
+        api-server on SQLite answers late or loses a lock race); 4xx answers are not."""
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(1, attempts + 1):
             request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
@@ -229,7 +236,10 @@ class AirflowStack:
                     answer = json.loads(resp.read() or b"{}")
                 return answer if isinstance(answer, dict) else {"items": answer}
             except urllib.error.HTTPError as exc:
-                raise AirflowStartError(f"{method} {path}: HTTP {exc.code}") from exc
+                # 5xx: on SQLite a writer may have waited too long for the lock; try again.
+                if exc.code < 500 or attempt == attempts:
+                    raise AirflowStartError(f"{method} {path}: HTTP {exc.code}") from exc
+                time.sleep(2.0 * attempt)
             except (OSError, ValueError) as exc:
                 if attempt == attempts:
                     raise AirflowStartError(f"{method} {path}: {type(exc).__name__}") from exc
