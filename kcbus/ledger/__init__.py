@@ -19,11 +19,14 @@ from kcbus.ledger._models import (
     History,
     MessageFilter,
     MessageRow,
+    clip_actor,
 )
 from kcbus.ledger._status import SETTLED, DeliveryStatus, Kind, Status
+from kcbus.ledger._tables import ACTOR_LENGTH
 from kcbus.ledger._unit import NewEnvelope, NewMessage, Unit
 
 __all__ = [
+    "ACTOR_LENGTH",
     "BACKUP_FORMAT",
     "DEFAULT_URL",
     "SETTLED",
@@ -43,5 +46,6 @@ __all__ = [
     "NewMessage",
     "Status",
     "Unit",
+    "clip_actor",
     "default_url",
 ]

@@ -3,7 +3,8 @@
 ``Ledger(url)`` opens (and migrates) the database. Three faces:
 
 - **query** (CLI, operator UI): :meth:`Ledger.search`, :meth:`Ledger.count`, :meth:`Ledger.get`,
-  :meth:`Ledger.history`, :meth:`Ledger.counts`; rows carry no content.
+  :meth:`Ledger.history`, :meth:`Ledger.counts`, :meth:`Ledger.routes`,
+  :meth:`Ledger.went_dead`; rows carry no content.
 - **operator actions**, each recorded as an event with actor and reason: :meth:`Ledger.resend`,
   :meth:`Ledger.mark_resolved`, :meth:`Ledger.content` (refused for end-to-end routes; every
   read of content is itself an event).
@@ -11,6 +12,10 @@
 
 Maintenance: :meth:`backup`, :meth:`restore` (see :mod:`kcbus.ledger._backup`), :meth:`prune`,
 :meth:`reencrypt`. Connection errors surface as :class:`~kcbus._errors.LedgerUnavailable`.
+
+Actors longer than the columns hold are clipped by :func:`~kcbus.ledger.clip_actor` at every
+entry (units, operator actions, audit rows, the ``actor`` filter), so the same actor is always
+stored and found as the same string.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from kcbus.ledger._models import (
     History,
     MessageFilter,
     MessageRow,
+    clip_actor,
 )
 from kcbus.ledger._status import SETTLED, DeliveryStatus, Status
 from kcbus.ledger._tables import (
@@ -159,7 +165,7 @@ class Ledger:
     def unit(self, *, actor: str, now: datetime) -> Iterator[Unit]:
         """One write transaction for a stage's batch; commits on normal exit."""
         with self._write() as conn:
-            work = Unit(conn, self.keys, actor=actor, now=now)
+            work = Unit(conn, self.keys, actor=clip_actor(actor), now=now)
             yield work
             work.flush()
 
@@ -202,7 +208,7 @@ class Ledger:
         m = messages
         clauses: list[ColumnElement[bool]] = []
         if flt.uuid:
-            clauses.append(m.c.uuid == flt.uuid)
+            clauses.append(m.c.uuid == _message_id(flt.uuid))
         if flt.ledger_ids:
             clauses.append(m.c.id.in_(flt.ledger_ids))
         if flt.status:
@@ -237,6 +243,11 @@ class Ledger:
             clauses.append(m.c.resolved_at.is_not(None))
         elif flt.resolved is False:
             clauses.append(m.c.resolved_at.is_(None))
+        if flt.actor:
+            # IN (uncorrelated): the planner reads ix_events_actor_message_id once and fetches
+            # the few messages by primary key, instead of probing events for every message.
+            touched = select(events.c.message_id).where(events.c.actor == clip_actor(flt.actor))
+            clauses.append(m.c.id.in_(touched))
         return clauses
 
     def search(
@@ -265,25 +276,84 @@ class Ledger:
             return int(conn.execute(query).scalar_one())
 
     def get(self, ref: str | int) -> MessageRow:
-        """A message by UUID, ``#<ledger id>``, ledger ID or envelope ID; :class:`NotFound`."""
+        """A message by reference; :class:`NotFound` if there is none.
+
+        ``ref`` is, in this order: an ``int`` or ``#<ledger id>`` (the ledger ID, nothing
+        else); a message ID — a UUID (any case) or any other ID a standard uses (a CDA
+        ``root^extension``, an XJustiz ID, even one of digits only), the first message with it
+        (later duplicates are reached by ledger ID); a string of digits that is no message ID,
+        as a ledger ID; else an envelope ID.
+        """
         with self._read() as conn:
             return self._get(conn, ref)
 
     def _get(self, conn: Connection, ref: str | int) -> MessageRow:
-        query = select(messages)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.lstrip("#").isdigit()):
-            ledger_id = ref if isinstance(ref, int) else int(ref.lstrip("#"))
-            query = query.where(messages.c.id == ledger_id)
-        else:
-            # A message ID (the first message with it; duplicates are reached by ledger ID),
-            # else an envelope ID.
-            key = ref.lower() if _UUID.match(ref) else ref
-            query = query.where(or_(messages.c.uuid == key, messages.c.envelope_id == key))
-            query = query.order_by((messages.c.uuid == key).desc(), messages.c.id)
-        row = conn.execute(query.limit(1)).mappings().first()
+        if isinstance(ref, int):
+            return self._first(conn, messages.c.id == ref, ref)
+        if ref.startswith("#") and ref[1:].isdigit():
+            return self._first(conn, messages.c.id == int(ref[1:]), ref)
+        # Separate lookups, each on its own index (an OR over two columns is a table scan).
+        key = _message_id(ref)
+        row = conn.execute(
+            select(messages).where(messages.c.uuid == key).order_by(messages.c.id).limit(1)
+        ).mappings().first()
+        if row is not None:
+            return MessageRow.from_mapping(row)
+        if ref.isdigit():
+            return self._first(conn, messages.c.id == int(ref), ref)
+        return self._first(conn, messages.c.envelope_id == key, ref)
+
+    @staticmethod
+    def _first(conn: Connection, where: ColumnElement[bool], ref: str | int) -> MessageRow:
+        query = select(messages).where(where).order_by(messages.c.id).limit(1)
+        row = conn.execute(query).mappings().first()
         if row is None:
             raise NotFound(str(ref))
         return MessageRow.from_mapping(row)
+
+    def routes(self) -> list[str]:
+        """The routes (flows) that messages in the ledger belong to, sorted."""
+        query = (
+            select(messages.c.route)
+            .where(messages.c.route.is_not(None))
+            .distinct()
+            .order_by(messages.c.route)
+        )
+        with self._read() as conn:
+            return [str(r[0]) for r in conn.execute(query).all()]
+
+    def went_dead(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        flt: MessageFilter | None = None,
+        limit: int = 10_000,
+    ) -> list[MessageRow]:
+        """Messages that went DEAD between ``since`` and ``until`` (both included), oldest first.
+
+        "Went DEAD" means an event recorded DEAD for the message or one of its deliveries in
+        the window (a seal failure marks the delivery's event only). The message may have
+        moved on since (re-sent, resolved): narrow with ``flt`` (e.g. ``status=(DEAD,)``,
+        ``resolved=False``) for "still DEAD now". Both ends are included so that a transition
+        exactly on the border of two adjacent windows is reported by both, never by neither.
+        """
+        dead = str(Status.DEAD)
+        # EXISTS per candidate message over ix_events_message_id_id: the candidates come from
+        # the filter's own index (status, route), and DEAD messages are few.
+        went = (
+            exists()
+            .where(events.c.message_id == messages.c.id)
+            .where(events.c.status == dead, events.c.at >= since, events.c.at <= until)
+        )
+        query = (
+            select(messages)
+            .where(*self._where(flt or MessageFilter()), went)
+            .order_by(messages.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [MessageRow.from_mapping(r) for r in conn.execute(query).mappings()]
 
     def history(self, ref: str | int) -> History:
         with self._read() as conn:
@@ -385,6 +455,7 @@ class Ledger:
 
         Refused (:class:`LedgerError`) for end-to-end routes: the bus never held their content.
         """
+        actor = clip_actor(actor)
         with self._write() as conn:
             message = self._get(conn, ref)
             if message.end_to_end:
@@ -434,6 +505,7 @@ class Ledger:
         message UUID, as XÖV allows for a resend); the message returns to ROUTED. Messages that
         never got that far (REJECTED, DUPLICATE, still in the pipeline) are skipped with why.
         """
+        actor = clip_actor(actor)
         acted: list[MessageRow] = []
         skipped: list[tuple[str, str]] = []
         with self._write() as conn:
@@ -493,6 +565,7 @@ class Ledger:
         max_messages: int = 10_000,
     ) -> ActionOutcome:
         """Record that an operator dealt with failed messages (they leave the failure list)."""
+        actor = clip_actor(actor)
         acted: list[MessageRow] = []
         skipped: list[tuple[str, str]] = []
         with self._write() as conn:
@@ -559,7 +632,9 @@ class Ledger:
         """Write an ``audit`` row for an operator action over the whole ledger."""
         with self._write() as conn:
             conn.execute(
-                insert(audit).values(at=now, actor=actor, action=action, detail=_clip(detail))
+                insert(audit).values(
+                    at=now, actor=clip_actor(actor), action=action, detail=_clip(detail)
+                )
             )
 
     def prune(
@@ -622,7 +697,10 @@ class Ledger:
                     removed += len(ids)
             conn.execute(
                 insert(audit).values(
-                    at=now, actor=actor, action="prune", detail=f"{removed} messages removed"
+                    at=now,
+                    actor=clip_actor(actor),
+                    action="prune",
+                    detail=f"{removed} messages removed",
                 )
             )
         return removed
@@ -640,7 +718,7 @@ class Ledger:
                     conn.execute(
                         insert(audit).values(
                             at=now,
-                            actor=actor,
+                            actor=clip_actor(actor),
                             action="reencrypt",
                             detail=f"{moved} blobs now under key {active}",
                         )
@@ -675,7 +753,7 @@ class Ledger:
             conn.execute(
                 insert(audit).values(
                     at=now,
-                    actor=actor,
+                    actor=clip_actor(actor),
                     action="restore",
                     detail=f"from {path.name}: {_fmt(counts)}",
                 )
@@ -733,6 +811,12 @@ class Ledger:
 
 def reason_given(refs: Sequence[str | int], flt: MessageFilter | None) -> bool:
     return bool(refs) or flt is not None
+
+
+def _message_id(ref: str) -> str:
+    """A message ID as the ledger stores it: UUIDs lower-case (RFC 4122 §3: case-insensitive on
+    input; the open stage stores them so), any other ID exactly as the partner wrote it."""
+    return ref.lower() if _UUID.match(ref) else ref
 
 
 def _clip(text_: str, limit: int = 500) -> str:

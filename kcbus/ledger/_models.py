@@ -7,6 +7,7 @@ times, reason codes and kcbus's own reason texts (which never quote content).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Literal
 from sqlalchemy import RowMapping
 
 from kcbus.ledger._status import DeliveryStatus, Kind, Status
+from kcbus.ledger._tables import ACTOR_LENGTH
 
 __all__ = [
     "ActionOutcome",
@@ -25,6 +27,7 @@ __all__ = [
     "History",
     "MessageFilter",
     "MessageRow",
+    "clip_actor",
 ]
 
 GroupBy = Literal["status", "route", "sender", "recipient", "message_type"]
@@ -130,7 +133,13 @@ class History:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """Search facts; ``None``/empty means "any". ``partner`` matches sender or a destination."""
+    """Search facts; ``None``/empty means "any". ``partner`` matches sender or a destination.
+
+    ``uuid`` is the partner's message ID: a UUID (compared case-insensitively, RFC 4122 §3) or
+    any other ID (a CDA ``root^extension``, an XJustiz ID; compared exactly). ``actor`` matches
+    messages with at least one event by that actor (e.g. an Airflow task instance, see
+    ``kcbus.airflow.ui.actor.task_actor``); it is clipped like the ledger clips what it writes.
+    """
 
     uuid: str | None = None
     ledger_ids: tuple[int, ...] = ()
@@ -144,6 +153,7 @@ class MessageFilter:
     since: datetime | None = None
     until: datetime | None = None
     resolved: bool | None = None
+    actor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,18 @@ class ActionOutcome:
     acted: tuple[MessageRow, ...] = ()
     #: (reference, why) for each matching message the action did not apply to.
     skipped: tuple[tuple[str, str], ...] = field(default=())
+
+
+def clip_actor(actor: str) -> str:
+    """``actor`` as the ledger stores it: unchanged up to ``ACTOR_LENGTH`` characters, else
+    its head and tail around a SHA-256 digest of the whole (deterministic and collision-safe,
+    so writing and looking up the same long actor agree; both ends stay readable: an Airflow
+    task actor names its DAG first and its task last)."""
+    if len(actor) <= ACTOR_LENGTH:
+        return actor
+    digest = hashlib.sha256(actor.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    keep = (ACTOR_LENGTH - len(digest) - 2) // 2
+    return f"{actor[:keep]}…{digest}…{actor[len(actor) - keep:]}"
 
 
 _MESSAGE_FIELDS = tuple(f for f in MessageRow.__dataclass_fields__)

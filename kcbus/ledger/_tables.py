@@ -10,6 +10,10 @@ Invariants:
   associated data binds each ciphertext to its (message, kind, delivery), so blobs cannot be
   swapped between rows unnoticed.
 - ``audit``: operator actions that touch many rows (backup, restore, prune, key rotation).
+- Actors (``events.actor``, ``audit.actor``, ``messages.resolved_by``) hold at most
+  :data:`ACTOR_LENGTH` characters; longer ones are clipped deterministically by
+  :func:`kcbus.ledger.clip_actor` wherever the ledger writes or looks them up. ``events`` is
+  indexed by (actor, message) for "which messages did this actor touch" (migration 0002).
 Times are UTC; :class:`UTCDateTime` stores them naive-UTC and returns them timezone-aware.
 """
 
@@ -36,6 +40,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "ACTOR_LENGTH",
     "HEAD_REVISION",
     "UTCDateTime",
     "audit",
@@ -48,7 +53,12 @@ __all__ = [
 ]
 
 #: The Alembic revision this code's tables correspond to.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
+
+#: Characters an actor column holds. 200 characters stay far below PostgreSQL's B-tree entry
+#: limit (2,704 bytes) even in 4-byte UTF-8, so ``ix_events_actor_message_id`` can never refuse
+#: a row; Airflow's task actors (three IDs of up to 250 characters each) are clipped to fit.
+ACTOR_LENGTH = 200
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -112,7 +122,7 @@ messages = Table(
     Column("received_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("resolved_at", UTCDateTime),
-    Column("resolved_by", String(200)),
+    Column("resolved_by", String(ACTOR_LENGTH)),
     Index(None, "status", "id"),
     Index(None, "uuid"),
     Index(None, "route", "status"),
@@ -156,10 +166,12 @@ events = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("stage", String(32), nullable=False),
     Column("status", String(16)),
-    Column("actor", String(200), nullable=False),
+    Column("actor", String(ACTOR_LENGTH), nullable=False),
     Column("reason_code", String(64)),
     Column("detail", Text),
     Index(None, "message_id", "id"),
+    # "Messages this actor touched" (the task-instance tab): an index-only lookup.
+    Index(None, "actor", "message_id"),
 )
 
 blobs = Table(
@@ -183,7 +195,7 @@ audit = Table(
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("at", UTCDateTime, nullable=False),
-    Column("actor", String(200), nullable=False),
+    Column("actor", String(ACTOR_LENGTH), nullable=False),
     Column("action", String(32), nullable=False),
     Column("detail", Text),
 )

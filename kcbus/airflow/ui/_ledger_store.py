@@ -1,12 +1,11 @@
 """The operator view's :class:`~kcbus.airflow.ui._store.MessageStore` over kcbus's ledger.
 
-Everything goes through :class:`kcbus.ledger.Ledger`'s query and action API (search, count,
-counts, history, resend, mark_resolved, content), so the operator view and ``kcbus ledger``
-on the command line see and do exactly the same. Three questions that API has no call for
-yet are answered with read-only queries on the ledger's tables (:func:`_event_message_ids`,
-:meth:`LedgerStore.dead_between`, :meth:`LedgerStore.flows` without a config): messages by the
-actor of their events (the task-instance tab), messages by the time of their DEAD transition
-(alerts), and the routes present.
+Everything goes through :class:`kcbus.ledger.Ledger`'s public query and action API (search,
+count, counts, get, history, routes, went_dead, resend, mark_resolved, content), so the
+operator view and ``kcbus ledger`` on the command line see and do exactly the same. The
+task-instance tab filters by the actor its task wrote (``MessageFilter.actor`` with
+:func:`~kcbus.airflow.ui.actor.task_actor`, an index lookup), alerts ask for the messages that
+went DEAD in a run's window, and the flows without a config are the routes present.
 
 Times are UTC throughout. The chart counts partner messages only (receipts kcbus writes would
 double every bar); search, failures and alerts include receipts, whose delivery can fail too.
@@ -17,8 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import and_, select
 
 from kcbus.airflow.ui._models import (
     ActionResult,
@@ -60,8 +57,8 @@ _GROUP = {
     "recipient": "recipient",
     "message_type": "message_type",
 }
-#: A task instance handles at most a few batches; more ids than this are not listed.
-_TASK_MESSAGES = 50_000
+#: An alert names at most this many messages (a mail lists fewer still, see ``alerts``).
+_DEAD_LIMIT = 10_000
 
 
 class LedgerStore:
@@ -93,13 +90,7 @@ class LedgerStore:
     def flows(self) -> list[str]:
         if self._flows:
             return list(self._flows)
-        from kcbus.ledger._tables import messages
-
-        with self.ledger._read() as conn:
-            rows = conn.execute(
-                select(messages.c.route).where(messages.c.route.is_not(None)).distinct()
-            ).all()
-        return sorted(str(r[0]) for r in rows)
+        return self.ledger.routes()
 
     def counts(
         self,
@@ -143,8 +134,6 @@ class LedgerStore:
         self, where: MessageFilter, *, limit: int, offset: int, count_limit: int
     ) -> MessagePage:
         flt = self._filter(where)
-        if flt is None:
-            return MessagePage(items=[], total=0, limit=limit, offset=offset)
         rows = self.ledger.search(flt, limit=limit, offset=offset)
         total = self.ledger.count(flt, cap=count_limit + 1)
         return MessagePage(
@@ -156,10 +145,10 @@ class LedgerStore:
         )
 
     def summary(self, ref: str) -> MessageSummary:
-        return self._summaries([self.ledger.get(self._ledger_ref(ref))])[0]
+        return self._summaries([self.ledger.get(ref)])[0]
 
     def detail(self, ref: str) -> MessageDetail:
-        history = self.ledger.history(self._ledger_ref(ref))
+        history = self.ledger.history(ref)
         destinations = {d.id: d.destination for d in history.deliveries}
         return MessageDetail(
             message=self._summaries([history.message])[0],
@@ -171,25 +160,8 @@ class LedgerStore:
     def dead_between(self, flow: str, *, since: datetime, until: datetime) -> list[MessageSummary]:
         """Messages of ``flow`` whose transition to DEAD happened in ``[since, until]``, still
         DEAD and unresolved now (for alerts)."""
-        from kcbus.ledger._tables import events, messages
-
-        query = (
-            select(messages.c.id)
-            .join(events, events.c.message_id == messages.c.id)
-            .where(
-                messages.c.route == flow,
-                messages.c.status == str(Status.DEAD),
-                messages.c.resolved_at.is_(None),
-                events.c.status == str(Status.DEAD),
-                and_(events.c.at >= since, events.c.at <= until),
-            )
-            .distinct()
-        )
-        with self.ledger._read() as conn:
-            ids = tuple(int(r[0]) for r in conn.execute(query).all())
-        if not ids:
-            return []
-        rows = self.ledger.search(LedgerFilter(ledger_ids=ids), limit=len(ids), newest_first=False)
+        still_dead = LedgerFilter(route=flow, status=(Status.DEAD,), resolved=False)
+        rows = self.ledger.went_dead(since=since, until=until, flt=still_dead, limit=_DEAD_LIMIT)
         return self._summaries(rows)
 
     # -- actions ----------------------------------------------------------------------------
@@ -209,17 +181,12 @@ class LedgerStore:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _filter(self, where: MessageFilter) -> LedgerFilter | None:
-        """The ledger's filter for ``where``; ``None`` when nothing can match."""
-        ids: tuple[int, ...] = ()
-        if where.task is not None:
-            t = where.task
-            ids = self._event_message_ids(task_actor(t.dag_id, t.run_id, t.task_id, t.map_index))
-            if not ids:
-                return None
+    def _filter(self, where: MessageFilter) -> LedgerFilter:
+        """The ledger's filter for ``where``."""
+        t = where.task
         return LedgerFilter(
-            uuid=_normal_id(where.uuid) if where.uuid else None,
-            ledger_ids=ids,
+            uuid=where.uuid or None,
+            actor=None if t is None else task_actor(t.dag_id, t.run_id, t.task_id, t.map_index),
             status=tuple(Status(s) for s in where.statuses),
             route=where.flow,
             sender=where.sender,
@@ -229,27 +196,6 @@ class LedgerStore:
             until=where.until,
             resolved=None if where.include_resolved else False,
         )
-
-    def _ledger_ref(self, ref: str) -> str:
-        """``ref`` as the ledger's ``get`` understands it. Message IDs that are not UUIDs (a
-        CDA document ID ``root^extension``, an XJustiz ``eigeneNachrichtenID``) are looked up
-        by equality and named by ledger ID."""
-        if ref.startswith("#") or ref.isdigit() or _UUID.match(ref):
-            return ref
-        found = self.ledger.search(LedgerFilter(uuid=ref), limit=1, newest_first=False)
-        return f"#{found[0].ledger_id}" if found else ref
-
-    def _event_message_ids(self, actor: str) -> tuple[int, ...]:
-        from kcbus.ledger._tables import events
-
-        query = (
-            select(events.c.message_id)
-            .where(events.c.actor == actor)
-            .distinct()
-            .limit(_TASK_MESSAGES)
-        )
-        with self.ledger._read() as conn:
-            return tuple(int(r[0]) for r in conn.execute(query).all())
 
     def _summaries(self, rows: Sequence[MessageRow]) -> list[MessageSummary]:
         parents = {r.parent_id for r in rows if r.parent_id is not None}
@@ -268,12 +214,6 @@ class LedgerStore:
 def _ref(row: MessageRow) -> str:
     """A URL-safe handle: the UUID, or ``#<ledger id>`` for message IDs that are no UUIDs."""
     return row.uuid if row.uuid and _UUID.match(row.uuid) else f"#{row.ledger_id}"
-
-
-def _normal_id(message_id: str) -> str:
-    """UUIDs are compared lower-case (RFC 4122 §3: case-insensitive on input); other message
-    IDs exactly as the partner wrote them."""
-    return message_id.lower() if _UUID.match(message_id) else message_id
 
 
 def _summary(row: MessageRow, parent_ref: str | None) -> MessageSummary:
