@@ -14,7 +14,8 @@ same run:
   that takes one envelope per run triggered through the REST API for each letter), on a
   handful of letters; its latency and rate are the baselines of the two figures above.
 
-Plus the DAG file's parse time (``python dags/kcbus_flows.py``) beside ``import airflow.sdk``.
+Plus the DAG file's parse time (``python dags/kcbus_flows.py``) beside ``import airflow.sdk``
+alone, and the difference (what the DAG file costs beyond Airflow's import; goal < 1 s).
 """
 
 from __future__ import annotations
@@ -224,5 +225,8 @@ def run(args: argparse.Namespace) -> Iterable[Figure]:
     yield Figure(f"airflow flow throughput, batched ({batch} msgs)", batched_rate, "msg/s",
                  f"one run per message ({naive_n} msgs)", naive_rate)
     yield Figure("dag file parse (python dags/kcbus_flows.py)", dag_parse, "s",
-                 "python -c 'import airflow.sdk'", bare_import, goal=1.0, goal_on="value",
-                 lower_is_better=True)
+                 "python -c 'import airflow.sdk'", bare_import, lower_is_better=True)
+    # What the DAG file itself costs on top of Airflow's own import (config, DAG objects).
+    yield Figure("dag file parse beyond the airflow import", max(dag_parse - bare_import, 0.0),
+                 "s", "python -c 'import airflow.sdk'", bare_import, goal=1.0,
+                 goal_on="value", lower_is_better=True)
