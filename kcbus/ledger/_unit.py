@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import UpdateBase
 
 from kcbus.ledger._content import ContentKeyring
 from kcbus.ledger._models import DeliveryRow, MessageRow
@@ -446,21 +448,11 @@ class Unit:
     # -- flush ------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        conn = self._conn
         if self._blob_replaced:
-            conn.execute(
-                delete(blobs).where(
-                    and_(
-                        blobs.c.message_id == bindparam("m"),
-                        blobs.c.kind == bindparam("k"),
-                        blobs.c.delivery_id == bindparam("d"),
-                    )
-                ),
-                self._blob_replaced,
-            )
+            self._many(("delete", "blobs"), _delete_blob, self._blob_replaced)
             self._blob_replaced = []
         if self._blobs:
-            conn.execute(insert(blobs), self._blobs)
+            self._many(("insert", "blobs"), lambda: insert(blobs), self._blobs)
             self._blobs = []
         for table, pending in (
             (messages, self._message_updates),
@@ -470,16 +462,84 @@ class Unit:
             for row_id, fields in pending.items():
                 by_shape[tuple(sorted(fields))].append({"_id": row_id, **fields})
             for shape, rows in by_shape.items():
-                stmt = (
-                    update(table)
-                    .where(table.c.id == bindparam("_id"))
-                    .values({col: bindparam(col) for col in shape})
-                )
-                conn.execute(stmt, rows)
+                self._many(("update", table.name, *shape), _updater(table, shape), rows)
             pending.clear()
         if self._events:
-            conn.execute(insert(events), self._events)
+            self._many(("insert", "events"), lambda: insert(events), self._events)
             self._events = []
+
+    def _many(
+        self,
+        key: tuple[str, ...],
+        build: Callable[[], UpdateBase],
+        rows: list[dict[str, object]],
+    ) -> None:
+        """``executemany`` of ``build()`` over ``rows`` (all with the same keys).
+
+        On SQLite the statement is compiled once per process and shape and the rows go to the
+        driver as tuples, each value through its column type's bind processor (the same
+        conversion SQLAlchemy applies); SQLAlchemy's own executemany costs ~3x the driver's
+        time per row, and the bus writes ~20 event rows, ~8 blobs and ~13 updates per message.
+        Elsewhere (PostgreSQL: psycopg's pipelined executemany) SQLAlchemy executes it.
+        """
+        if self._postgres:
+            self._conn.execute(build(), rows)
+            return
+        dialect = self._conn.dialect
+        entry = _COMPILED.get(key)
+        if entry is None:
+            compiled = build().compile(dialect=dialect, column_keys=list(rows[0]))
+            names = tuple(compiled.positiontup or ())
+            if not names or not set(names) <= set(rows[0]):
+                self._conn.execute(build(), rows)  # a shape this shortcut does not cover
+                return
+            # dialect_impl: SQLite's own DATETIME format (always with microseconds, as every
+            # other statement binds it), not the driver's default adapter.
+            processors = tuple(
+                compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect)
+                for n in names
+            )
+            entry = _Compiled(compiled.string, names, processors)
+            _COMPILED[key] = entry
+        self._conn.exec_driver_sql(entry.sql, entry.params(rows))
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def params(self, rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        pairs = tuple(zip(self.names, self.processors, strict=True))
+        return [
+            tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows
+        ]
+
+
+#: Compiled SQLite statements by shape (see :meth:`Unit._many`); shapes are few and fixed.
+_COMPILED: dict[tuple[str, ...], _Compiled] = {}
+
+
+def _delete_blob() -> UpdateBase:
+    return delete(blobs).where(
+        and_(
+            blobs.c.message_id == bindparam("m"),
+            blobs.c.kind == bindparam("k"),
+            blobs.c.delivery_id == bindparam("d"),
+        )
+    )
+
+
+def _updater(table: Table, shape: tuple[str, ...]) -> Callable[[], UpdateBase]:
+    def build() -> UpdateBase:
+        return (
+            update(table)
+            .where(table.c.id == bindparam("_id"))
+            .values({col: bindparam(col) for col in shape})
+        )
+
+    return build
 
 
 def _via(item: NewEnvelope) -> str:
