@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
 
 from kcbus.airflow.demo.stack import AirflowStack, free_port
 from kcbus.airflow.demo.summary import check, render, summarize
@@ -104,15 +105,21 @@ def _passphrase(keys: Path) -> str:
     return file.read_text().strip()
 
 
-def _rabbitmq_config(source: Path, target: Path) -> Path:
+def _rabbitmq_config(source: Path, target: Path, login: str) -> Path:
     """The demo config with its event-driven drop folders moved to RabbitMQ queues (one per
-    partner and direction, through the Airflow Connection ``kcbus_broker``)."""
+    partner and direction, through the Airflow Connection ``kcbus_broker``).
+
+    All demo partners publish with the one broker login given, so that login is each one's
+    expected transport identity (``peer``); the envelope signature still proves the sender."""
     target.mkdir(parents=True, exist_ok=True)
     claims = "claim_check=${KCBUS_VAR}/claims"
     for file in sorted(source.glob("*.yaml")):
-        text = re.sub(r"file://\$\{KCBUS_VAR\}/drop/von-([a-z0-9-]+)",
-                      lambda m: f"conn://{_BROKER_CONN}?inbox=bus-{m.group(1)}&{claims}",
-                      file.read_text(encoding="utf-8"))
+        text = re.sub(
+            r"( *)receive_from: file://\$\{KCBUS_VAR\}/drop/von-([a-z0-9-]+)",
+            lambda m: (f"{m.group(1)}receive_from: conn://{_BROKER_CONN}?inbox=bus-{m.group(2)}"
+                       f"&{claims}\n{m.group(1)}peer: {login}"),
+            file.read_text(encoding="utf-8"),
+        )
         text = re.sub(r"file://\$\{KCBUS_VAR\}/drop/an-([a-z0-9-]+)",
                       f"conn://{_BROKER_CONN}?{claims}", text)
         (target / file.name).write_text(text, encoding="utf-8")
@@ -204,7 +211,10 @@ def run_demo(options: DemoOptions) -> DemoResult:
     if options.rabbitmq:
         # The broker's credentials live in an Airflow Connection (never in a trigger's kwargs
         # or the config): the flows watch conn://kcbus_broker queues through it.
-        env["KCBUS_CONFIG"] = str(_rabbitmq_config(home / "config", var / "config-rabbitmq"))
+        login = urlsplit(options.rabbitmq).username or "guest"
+        env["KCBUS_CONFIG"] = str(
+            _rabbitmq_config(home / "config", var / "config-rabbitmq", login)
+        )
         env[f"AIRFLOW_CONN_{_BROKER_CONN.upper()}"] = options.rabbitmq
         connections[_BROKER_CONN] = options.rabbitmq
     os.environ.update(env)
