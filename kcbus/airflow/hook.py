@@ -21,6 +21,10 @@ extra.*        every other key is passed to the adapter as an option; values mus
                strings, numbers or booleans
 =============  ===========================================================================
 
+In the route config an endpoint can name a Connection instead of a URL:
+``conn://<conn_id>?inbox=bus-x`` (:func:`open_endpoint`; query options override the extras).
+That keeps credentials out of the config and out of serialized triggers.
+
 Errors: a connection that cannot be turned into an adapter URL raises
 :class:`ConnectionConfigError` (a ``ConfigurationError``): an operator must fix it.
 """
