@@ -104,3 +104,31 @@ def test_dead_between_takes_the_time_of_the_dead_transition(store: LedgerStore) 
     assert [m.uuid for m in found] == [late.uuid]
     assert early.uuid not in {m.uuid for m in store.dead_between(
         "kommunen", since=T0, until=T0 + timedelta(hours=3))}
+
+
+def test_task_instances_with_the_longest_ids_airflow_allows_list_their_messages(
+    store: LedgerStore,
+) -> None:
+    # dag_id, run_id and task_id may each be 250 characters: the actor is longer than the
+    # ledger's actor column, which clips it the same way where it writes and where it looks.
+    dag, run, task_id = "kcbus_" + "d" * 244, "manual__" + "r" * 242, "deliver_" + "t" * 242
+    mine = write_message(store.ledger, route="bauantrag", sender="g", recipients=["l"],
+                         final=Status.DELIVERED, actor=task_actor(dag, run, task_id, 12))
+    write_message(store.ledger, route="bauantrag", sender="g", recipients=["l"],
+                  final=Status.DELIVERED, actor=task_actor(dag, run, task_id, 13))
+    page = store.search(MessageFilter(task=TaskRef(dag, run, task_id, 12)), limit=10, offset=0,
+                        count_limit=100)
+    assert [m.uuid for m in page.items] == [mine.uuid] and page.total == 1
+    (actor,) = {e.actor or "" for e in store.detail(mine.uuid).events}
+    assert actor.startswith("airflow:kcbus_ddd") and actor.endswith("ttt[12]")
+
+
+def test_messages_whose_id_is_no_uuid_open_by_their_id(store: LedgerStore) -> None:
+    # An XJustiz eigeneNachrichtenID may be digits only: it is the message's ID, not a ledger ID.
+    for message_id in ("1.2.276.0.76.4.17.9814184919^a1", "20261120000042"):
+        written = write_message(store.ledger, route="entlassbrief", sender="klinikum",
+                                recipients=["praxis"], final=Status.ACKNOWLEDGED,
+                                uuid=message_id)
+        assert store.summary(message_id).ledger_id == written.ledger_id
+        detail = store.detail(message_id)
+        assert detail.message.uuid == message_id and detail.message.ref == f"#{written.ledger_id}"
