@@ -512,8 +512,24 @@ class _Compiled:
 
     def params(self, rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
         pairs = tuple(zip(self.names, self.processors, strict=True))
+        # A unit stamps nearly every row with the same time (its ``now``): convert each
+        # distinct value once per call, not once per row and column.
+        done: dict[tuple[int, datetime], object] = {}
+
+        def convert(index: int, p: Callable[[Any], Any], value: object) -> object:
+            if not isinstance(value, datetime):
+                return p(value)
+            key = (index, value)
+            if key not in done:
+                done[key] = p(value)
+            return done[key]
+
         return [
-            tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows
+            tuple(
+                row[n] if p is None else convert(i, p, row[n])
+                for i, (n, p) in enumerate(pairs)
+            )
+            for row in rows
         ]
 
 
