@@ -41,6 +41,10 @@ from kcbus.ledger._tables import (
 __all__ = ["FORMAT", "backup", "fingerprint", "restore"]
 
 FORMAT = "kcbus-ledger-backup/1"
+#: Schema revisions whose tables hold exactly the columns of HEAD_REVISION (later migrations only
+#: added indexes), so their backups restore row for row. A migration that changes columns must
+#: not be added here; it needs a restore that upgrades the rows.
+ROW_COMPATIBLE_REVISIONS = frozenset({"0001", HEAD_REVISION})
 #: Parents before children (foreign keys hold at every insert); rows in ID order.
 _TABLES: tuple[Table, ...] = (messages, message_keys, deliveries, events, blobs, audit)
 _CHUNK = 2000
@@ -194,9 +198,10 @@ def _info(src: Connection, path: Path) -> dict[str, str]:
     info = {str(n): str(v) for n, v in rows}
     if info.get("format") != FORMAT:
         raise LedgerError(f"{path.name}: unknown backup format {info.get('format')!r}")
-    if info.get("revision") != HEAD_REVISION:
+    if info.get("revision") not in ROW_COMPATIBLE_REVISIONS:
         raise LedgerError(
             f"{path.name}: backup is of ledger schema {info.get('revision')}, "
-            f"this kcbus writes {HEAD_REVISION}"
+            f"this kcbus writes {HEAD_REVISION} and restores "
+            f"{', '.join(sorted(ROW_COMPATIBLE_REVISIONS))}"
         )
     return info

@@ -82,3 +82,35 @@ def test_restore_refuses_a_file_that_is_no_backup(tmp_path: Path) -> None:
             from datetime import UTC, datetime
 
             ledger.restore(bogus, actor="ops", now=datetime.now(UTC))
+
+
+def _set_backup_revision(backup: Path, revision: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(backup) as db:
+        db.execute("UPDATE backup_info SET value = ? WHERE name = 'revision'", (revision,))
+        db.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+@pytest.mark.parametrize(("revision", "restores"), [("0001", True), ("0099", False)])
+def test_backups_of_older_schema_revisions_restore_when_their_rows_still_fit(
+    tmp_path: Path, revision: str, restores: bool
+) -> None:
+    # 0002 only added an index: a backup taken before that upgrade must still come back
+    # (a disaster-recovery drill must not fail because the software was updated meanwhile).
+    from datetime import UTC, datetime
+
+    from kcbus._errors import LedgerError
+
+    now = datetime.now(UTC)
+    backup = tmp_path / "old.sqlite"
+    with Ledger(f"sqlite:///{tmp_path / 'src.sqlite'}") as source:
+        source.record("drill", actor="ops", detail="before backup", now=now)
+        source.backup(backup, actor="ops", now=now)
+    _set_backup_revision(backup, revision)
+    with Ledger(f"sqlite:///{tmp_path / 'dst.sqlite'}") as target:
+        if restores:
+            target.restore(backup, actor="ops", now=now)
+        else:
+            with pytest.raises(LedgerError, match="schema 0099"):
+                target.restore(backup, actor="ops", now=now)
