@@ -283,7 +283,8 @@ class DropFolderTrigger(BaseEventTrigger):
     as :class:`KombuQueueTrigger` (:class:`FirePolicy`).
 
     :param folders: absolute paths of the inbound drop folders to watch.
-    :param poll_interval: seconds between two listings (default 0.5).
+    :param poll_interval: seconds between two listings (default 0.25; a listing of a local
+        folder costs microseconds).
     :param refire_interval: seconds between two events while envelopes stay (default 2).
     :param marker_suffix: count only files with a completion marker (``complete=marker``).
     """
@@ -292,7 +293,7 @@ class DropFolderTrigger(BaseEventTrigger):
         self,
         *,
         folders: Sequence[str],
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.25,
         refire_interval: float = 2.0,
         marker_suffix: str | None = None,
     ) -> None:
