@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tracemalloc
 from pathlib import Path
 
 from adapters.transport import Delivery, Outbound, Transport
@@ -74,6 +75,7 @@ def test_a_200_mb_envelope_streams_in_constant_memory(endpoint: Endpoint,
                                                       big_envelope: BigFile) -> None:
     _peak_memory_reset()
     before = _status_kib("VmRSS")
+    tracemalloc.start()
     with endpoint.open_sender() as sender:
         sender.send(Outbound.from_file("bauantrag-plaene", endpoint.recipient,
                                        big_envelope.path))
@@ -85,9 +87,15 @@ def test_a_200_mb_envelope_streams_in_constant_memory(endpoint: Endpoint,
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
         receiver.acknowledge(delivery)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     growth_mib = (_status_kib("VmHWM") - before) / 1024
     assert digest.hexdigest() == big_envelope.sha256
-    assert growth_mib < 64, f"peak memory grew by {growth_mib:.0f} MiB for a 200 MB envelope"
+    # What the adapters hold at once (every thread's Python allocations): a few windows.
+    assert traced_peak < 32 << 20, f"held {traced_peak >> 20} MiB at once for a 200 MB envelope"
+    # The process as the OS sees it. Looser: glibc keeps freed heap of paramiko's transport
+    # thread, so under load RSS grows more than what is held; still far below the envelope.
+    assert growth_mib < 128, f"peak memory grew by {growth_mib:.0f} MiB for a 200 MB envelope"
 
 
 def test_a_thousand_small_envelopes_arrive_once_each(endpoint: Endpoint) -> None:
