@@ -13,7 +13,8 @@ import pytest
 pytest_plugins = ["tests.servers.fixtures"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STANDARDS = PROJECT_ROOT.parent / "shared" / "standards"
+# Resolved: the schema registry works with real paths, and shared/ may be a symlink.
+STANDARDS = (PROJECT_ROOT.parent / "shared" / "standards").resolve()
 
 
 @pytest.fixture(scope="session")
