@@ -175,6 +175,16 @@ class _Session:
                 if exc.errno in (errno.EACCES, errno.EPERM):
                     raise TransportConfigError(f"{what}: permission denied on the server",
                                                transport="sftp", endpoint=self.endpoint) from exc
+                if exc.errno is None and not self._transport_active():
+                    # paramiko's Channel raises a bare OSError("Socket is closed") when the
+                    # connection died under a write: a lost connection, so resume like one.
+                    self.close()
+                    if attempt >= self.retries:
+                        raise TransportUnavailable(f"{what}: connection lost (socket closed)",
+                                                   transport="sftp",
+                                                   endpoint=self.endpoint) from exc
+                    time.sleep(self.retry_interval * attempt)
+                    continue
                 if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or \
                         exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     self.close()
