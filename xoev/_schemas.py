@@ -291,12 +291,34 @@ _REDACTIONS = (
 )
 
 
+# Any other quoted literal, in either quote style: xmlschema words its errors differently
+# (``invalid literal for int() with base 10: 'Max Mustermann'``) and Python's repr switches to
+# double quotes when the value holds an apostrophe (``"O'Brien"``). Only schema names stay.
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+# Literals after these words come from the schema (names, fixed values, facets), not the message.
+_NAME_CONTEXT = ("element", "attribute", "facet", "type", "child", "content of",
+                 "constraint", "pattern", "set", "enumeration")
+
+
+def _redact_quoted(message: str) -> str:
+    def keep_names(match: re.Match[str]) -> str:
+        value = match.group(1) if match.group(1) is not None else match.group(2)
+        before = message[: match.start()].rstrip().lower()
+        expected_names = "expected is" in before[-200:] and before.endswith(("(", ","))
+        if value == "…" or value.startswith("{") or before.endswith(_NAME_CONTEXT) \
+                or expected_names:
+            return match.group(0)
+        return "'…'"
+
+    return _QUOTED.sub(keep_names, message)
+
+
 def redact(message: str) -> str:
-    """Drop instance values from a libxml2 validation message."""
+    """Drop instance values from a validation message (libxml2's or xmlschema's wording)."""
     message = " ".join(message.split())
     for pattern, replacement in _REDACTIONS:
         message = pattern.sub(replacement, message)
-    return message
+    return _redact_quoted(message)
 
 
 class SchemaRegistry:
