@@ -37,8 +37,10 @@ recoverable :class:`TransportUnavailable`.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,13 +130,20 @@ class LocalFileSystem:
         return True
 
     def touch(self, path: str) -> None:
-        os.utime(path)
+        os.utime(path, follow_symlinks=False)
 
     def now(self) -> float:
         return time.time()
 
     def open_read(self, path: str) -> BinaryIO:
-        return open(path, "rb")
+        # A partner who can write the drop folder could swap a listed file for a symlink
+        # between listing and claiming: never follow one, and read only regular files, or the
+        # bus would carry any local file (keys!) into its ledger.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+        return os.fdopen(fd, "rb")
 
     def open_write(self, path: str, *, append: bool) -> BinaryIO:
         return open(path, "ab" if append else "wb")

@@ -39,10 +39,10 @@ def receive_batch(
     deliveries = transport.receive(max_items, timeout)
     if not deliveries:
         return counts
+    readable = _readable(transport, deliveries, counts)
     try:
         items = []
-        for delivery in deliveries:
-            data = delivery.read()
+        for delivery, data in readable:
             items.append(
                 NewEnvelope(
                     data=data,
@@ -54,12 +54,39 @@ def receive_batch(
         with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
             ids = unit.receive(items)
     except BaseException:
-        for delivery in deliveries:
+        for delivery, _ in readable:
             # If even this fails, the transport redelivers unacknowledged items anyway.
             with contextlib.suppress(Exception):
                 transport.release(delivery)
         raise
-    for delivery in deliveries:
+    for delivery, _ in readable:
         transport.acknowledge(delivery)
     counts.received = sum(1 for i in ids if i is not None)
     return counts
+
+
+def _readable(
+    transport: Transport, deliveries: list[Delivery], counts: StageCounts
+) -> list[tuple[Delivery, bytes]]:
+    """Read each delivery; park the ones that cannot be read as what they claim to be.
+
+    A drop-folder file swapped for a symlink or a folder after listing (the file adapters
+    refuse to follow it) would otherwise fail the whole batch on every pass. It goes to the
+    transport's failed place (nothing is lost; an operator sees it); the others go on.
+    Connection losses are not this: they propagate, and the batch is released for a retry.
+    """
+    readable = []
+    for delivery in deliveries:
+        try:
+            data = delivery.read()
+        except (ConnectionError, TimeoutError):
+            for taken in deliveries:
+                with contextlib.suppress(Exception):
+                    transport.release(taken)
+            raise
+        except OSError:
+            transport.reject(delivery, "unreadable-delivery")
+            counts.rejected += 1
+            continue
+        readable.append((delivery, data))
+    return readable

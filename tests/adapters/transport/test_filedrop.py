@@ -160,3 +160,28 @@ def test_closing_gives_back_what_is_held(tmp_path: Path) -> None:
     assert len(held) == 1
     drop.close()
     assert (tmp_path / "e1.env").exists()
+
+
+def _swap_claimed_for_symlinks(folder: Path, target: Path) -> None:
+    for claimed in (folder / ".claimed").rglob("*"):
+        if claimed.is_file() and not claimed.is_symlink():
+            claimed.unlink()
+            claimed.symlink_to(target)
+
+
+def test_a_file_swapped_for_a_symlink_after_listing_is_never_followed(tmp_path: Path) -> None:
+    # A partner with write access to its drop folder races the bus: it lists a plain file,
+    # then the partner puts a symlink to a local secret in its place.
+    secret = tmp_path / "bus-private-key.jwk"
+    secret.write_bytes(b"PRIVATE KEY MATERIAL")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "antrag.env").write_bytes(b"an envelope")
+    with _open(inbox) as drop:
+        [delivery] = drop.receive(10)
+        _swap_claimed_for_symlinks(inbox, secret)
+        with pytest.raises(OSError):
+            delivery.read()
+        drop.reject(delivery, "unreadable-delivery")
+    assert b"PRIVATE" not in b"".join(p.read_bytes() for p in inbox.rglob("*")
+                                      if p.is_file() and not p.is_symlink())
