@@ -1,8 +1,10 @@
 """The ``kcbus`` command line.
 
 Each command group lives in its own module exposing ``register(subparsers)``; a command's
-handler returns the exit code. Exit codes everywhere: 0 success, 1 rejected/invalid input,
-2 usage or configuration error. Errors are one clear line on stderr, never a traceback.
+handler returns the exit code. Groups from higher layers (the Airflow-driven ``demo``) plug in
+through the ``kcbus.commands`` entry point group, so this package never imports upward.
+Exit codes everywhere: 0 success, 1 rejected/invalid input, 2 usage or configuration error.
+Errors are one clear line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from xoev import ConfigurationError, KcbusError
 
@@ -25,8 +28,8 @@ _COMMAND_MODULES = (
     "kcbus.cli.xml_commands",  # validate, inspect, schemas
     "kcbus.cli.key_commands",  # keys, seal, open
     "kcbus.cli.ledger_commands",  # ledger, resend
-    "kcbus.cli.demo_command",  # demo (the main job)
 )
+_PLUGIN_GROUP = "kcbus.commands"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for entry_point in sorted(entry_points(group=_PLUGIN_GROUP), key=lambda ep: ep.name):
+        entry_point.load()(subparsers)
     return parser
 
 

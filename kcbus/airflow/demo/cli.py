@@ -1,9 +1,9 @@
 """``kcbus demo``: the main job — the bus end to end on the embedded default.
 
-The work is in :mod:`kcbus.airflow.demo` (which drives Airflow as subprocesses and imports no
-Airflow itself); it is imported only when the command runs, so ``kcbus --help`` stays fast.
-The CLI is the composition root: this is the one place ``kcbus/`` reaches into
-``kcbus.airflow``.
+The work is in :mod:`kcbus.airflow.demo.main` (which drives Airflow as subprocesses and imports
+no Airflow itself); it is imported only when the command runs, so ``kcbus --help`` stays fast.
+The command plugs into the ``kcbus`` CLI through the ``kcbus.commands`` entry point, so the core
+CLI (``kcbus/cli``) never imports upward into ``kcbus.airflow``.
 """
 
 from __future__ import annotations
