@@ -103,9 +103,13 @@ def expanded_config(source: Path) -> Path:
     target = Path(variables["KCBUS_VAR"]) / ".config" / digest
     if not target.is_dir():
         staging = target.with_name(f".{digest}.{os.getpid()}.tmp")
-        staging.mkdir(parents=True, exist_ok=True)
+        # Expanded ${VAR}s may be credentials: the copy is readable by its owner only.
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(mode=0o700, exist_ok=True)
         for name, text in expanded.items():
-            (staging / name).write_text(text, encoding="utf-8")
+            fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
         try:
             staging.rename(target)  # atomic: concurrent parsers see all files or none
         except OSError:

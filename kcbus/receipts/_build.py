@@ -24,6 +24,7 @@ from functools import cache
 
 from lxml import etree
 
+import xoev
 from kcbus._errors import ReceiptInvalid
 from kcbus.receipts._codes import MESSAGE_TYPE_LIST, REASON_LIST, SCHEMA_DIR, sendable_reason
 
@@ -284,19 +285,17 @@ def _dt(text: str | None) -> datetime:
 
 def read_receipt(data: bytes) -> Receipt:
     """Parse and validate a kcbus receipt (as a partner would); ``ValueError`` if it is none."""
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-    )
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise ValueError("not a kcbus receipt: not well-formed") from exc
+    try:  # the hardened parser: a receipt comes from outside like any message
+        root = xoev.parse_xml(data).getroot()
+    except xoev.XmlRejected as exc:
+        raise ValueError(f"not a kcbus receipt: {exc.reason_code}") from exc
     qname = etree.QName(root)
     if qname.namespace != NAMESPACE:
         raise ValueError("not a kcbus receipt: wrong namespace")
     schema = _schema()
     if not schema.validate(root):
-        raise ValueError(f"not a valid kcbus receipt: {schema.error_log[0].message}")  # type: ignore[index]
+        first = schema.error_log[0]  # type: ignore[index]
+        raise ValueError(f"not a valid kcbus receipt: line {first.line}: {redact(first.message)}")
     receipt_type = ReceiptType(qname.localname)
     head = root.find("nachrichtenkopf.g2g")
     assert head is not None  # guaranteed by the schema

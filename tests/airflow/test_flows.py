@@ -102,3 +102,18 @@ def test_expansion_is_written_once_per_content(demo: Path) -> None:
     assert first != demo
     assert expanded_config(demo) == first
     assert "${" not in (first / "partners.yaml").read_text()
+
+
+def test_expanded_copies_are_private_to_their_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ${VAR}s may be credentials (a broker password): the expanded copy must not be world-readable.
+    monkeypatch.setenv("KCBUS_VAR", str(tmp_path / "var"))
+    monkeypatch.setenv("KCBUS_BROKER_PASSWORD", "s3cret")
+    config = tmp_path / "bus.yaml"
+    config.write_text("bus:\n  id: kcbus\n  broker: amqp://bus:${KCBUS_BROKER_PASSWORD}@h/\n")
+    copy = expanded_config(config)
+    assert copy != config
+    assert "s3cret" in copy.read_text()
+    for path in (copy, copy.parent):
+        assert (path.stat().st_mode & 0o077) == 0, path
