@@ -314,7 +314,14 @@ def _open(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     opened = open_envelope(args.envelope, keystore=store, now=now, replay_guard=None,
                            attachments_dir=out, max_age=max_age)
+    # The sender names its attachments; one may be called like the message file. The message
+    # then takes the next free name (the report says which) instead of failing.
     target = out / _message_name(opened.media_type)
+    for n in range(1, 1000):
+        if not target.exists():
+            break
+        name = _message_name(opened.media_type)
+        target = out / f"{Path(name).stem}-{n}{Path(name).suffix}"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(opened.message)

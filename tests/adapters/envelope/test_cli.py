@@ -96,6 +96,22 @@ def test_seal_and_open_with_attachments(partners: Path, tmp_path: Path) -> None:
     assert data["sender"] == "hospital" and data["attachments"][0]["name"] == "befund.pdf"
 
 
+def test_an_attachment_named_like_the_message_does_not_clobber_it(
+    partners: Path, tmp_path: Path
+) -> None:
+    message = tmp_path / "entlassbrief.xml"
+    message.write_bytes(ENTLASSBRIEF)
+    decoy = tmp_path / "message.xml"  # the sender chooses attachment names
+    decoy.write_bytes(b"<anlage/>")
+    envelope = tmp_path / "envelope.kcb"
+    ok(kcbus("seal", "--keystore", partners / "hospital", "--from", "hospital",
+             "--to", "gp", message, "--attach", decoy, "-o", envelope))
+    data = json.loads(ok(kcbus("open", "--keystore", partners / "gp", envelope,
+                               "-o", tmp_path / "in", "--json")))
+    assert Path(data["message"]["path"]).read_bytes() == ENTLASSBRIEF
+    assert (tmp_path / "in" / "message.xml").read_bytes() == b"<anlage/>"
+
+
 def test_rejections_are_one_line_with_exit_1(partners: Path, tmp_path: Path) -> None:
     message = tmp_path / "m.xml"
     message.write_bytes(ENTLASSBRIEF)
