@@ -52,6 +52,8 @@ from xoev._schemas import (
     SchemaRegistry,
     ValidationIssue,
     ValidationResult,
+    redact,
+    redact_values,
 )
 
 __all__ = [
@@ -89,6 +91,8 @@ __all__ = [
     "XmlRejected",
     "parse_xml",
     "read_header",
+    "redact",
+    "redact_values",
 ]
 
 

@@ -74,6 +74,8 @@ __all__ = [
     "SchemaRegistry",
     "ValidationIssue",
     "ValidationResult",
+    "redact",
+    "redact_values",
 ]
 
 MANIFEST = "kcbus-package.toml"
@@ -300,7 +302,9 @@ _NAME_CONTEXT = ("element", "attribute", "facet", "type", "child", "content of",
                  "constraint", "pattern", "set", "enumeration")
 
 
-def _redact_quoted(message: str) -> str:
+def redact_values(message: str) -> str:
+    """Replace every quoted literal that is not a schema name, fixed value or facet by '…'."""
+
     def keep_names(match: re.Match[str]) -> str:
         value = match.group(1) if match.group(1) is not None else match.group(2)
         before = message[: match.start()].rstrip().lower()
@@ -318,7 +322,7 @@ def redact(message: str) -> str:
     message = " ".join(message.split())
     for pattern, replacement in _REDACTIONS:
         message = pattern.sub(replacement, message)
-    return _redact_quoted(message)
+    return redact_values(message)
 
 
 class SchemaRegistry:

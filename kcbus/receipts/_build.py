@@ -133,27 +133,18 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_QUOTED = re.compile(r"'([^']*)'")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def redact(text: str) -> str:
-    """Drop quoted values from validator messages, keeping quoted element/attribute names.
+    """Drop quoted values from validator and error messages, keeping quoted element/attribute
+    names.
 
     libxml2 writes e.g. ``Element 'kennung': [facet 'pattern'] The value 'Max M.' is not
     accepted``; the value may be personal data and has no place in logs, the ledger or the UI.
+    One rule for the whole bus: :func:`xoev.redact_values`.
     """
-
-    def keep_names(match: re.Match[str]) -> str:
-        value = match.group(1)
-        before = text[: match.start()].rstrip().lower()
-        if before.endswith(("element", "attribute", "facet", "type", "of")) or value.startswith(
-            "{"
-        ):
-            return match.group(0)
-        return "'…'"
-
-    return _QUOTED.sub(keep_names, text)
+    return xoev.redact_values(text)
 
 
 class ReceiptBuilder:
