@@ -1,6 +1,7 @@
 """Partner registry and route table: ``kcbus.config.load(path) -> BusConfig``.
 
-See :mod:`kcbus.config._load` for the file format; every error names file, line and field.
+See :mod:`kcbus.config._load` for the file format; every error names file, line and field,
+and never shows a URL's password or secret query values (:func:`redact_url`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kcbus.config._model import (
     Route,
     RouteMatch,
 )
+from kcbus.config._redact import redact_url, redact_urls, url_has_secret
 
 __all__ = [
     "READER",
@@ -33,4 +35,7 @@ __all__ = [
     "Route",
     "RouteMatch",
     "load",
+    "redact_url",
+    "redact_urls",
+    "url_has_secret",
 ]

@@ -35,7 +35,9 @@ relative to the file that names them. The format, with defaults::
         schedule: null                   # cron/preset for the flow's DAG; null: event-driven
         batch_size: 500
 
-Every error is a :class:`~kcbus._errors.ConfigError` naming file, line and field.
+Every error is a :class:`~kcbus._errors.ConfigError` naming file, line and field. Errors never
+echo a secret: URLs in them are redacted (``kcbus.config._redact``) and a value that should be
+a URL but is none is not quoted at all.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ def _optional_url(node: Node | None) -> str | None:
         return None
     value = node.text()
     if "://" not in value:
-        raise node.error(f"must be a URL like memory://name or sftp://host/path (got {value!r})")
+        # Not echoed: without a scheme nothing tells which part would be a password.
+        raise node.error("must be a URL like memory://name or sftp://host/path")
     return value
 
 

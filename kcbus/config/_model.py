@@ -5,17 +5,23 @@ them): partner IDs and route names are unique; XÖV addresses (``verzeichnisdien
 ``kennung``) are unique among partners; every partner named in a route exists; every partner
 that is a destination, or that sends and wants receipts, has a ``deliver_to`` URL; every schema
 and code-list folder exists. Routes are tried in file order; the first that matches wins.
+
+Endpoint URLs may carry credentials: the ``repr`` of :class:`Partner` and :class:`BusSettings`
+(which ends up in logs and tracebacks) shows them redacted (:mod:`kcbus.config._redact`); the
+fields themselves hold the real URL the adapters need.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
+
+from kcbus.config._redact import redact_urls
 
 __all__ = [
     "READER",
@@ -37,6 +43,12 @@ ReceiptKind = Literal["accepted", "rejected", "delivered"]
 
 #: In a route's ``to`` list: "the partner(s) named as ``leser`` in the message header".
 READER = "leser"
+
+
+def _redacted_repr(obj: Partner | BusSettings) -> str:
+    """The dataclass ``repr`` with every URL in it redacted."""
+    shown = ", ".join(f"{f.name}={getattr(obj, f.name)!r}" for f in fields(obj) if f.repr)
+    return redact_urls(f"{type(obj).__name__}({shown})")
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class RetryPolicy:
         return failed_attempts >= self.attempts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Partner:
     """A system kcbus exchanges messages with (a Behörde, a hospital, a feed)."""
 
@@ -101,6 +113,9 @@ class Partner:
     #: Expected authenticated transport identity (mTLS subject, SFTP user), if checked.
     peer: str | None = None
     line: int | None = None
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self)
 
     def may_send_type(self, message_type: str | None) -> bool:
         if message_type is None:
@@ -164,7 +179,7 @@ class Route:
         return self.inspection == "end-to-end"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BusSettings:
     """kcbus's own identity and defaults."""
 
@@ -177,6 +192,9 @@ class BusSettings:
     inbound: tuple[str, ...] = ()
     product: str = "kcbus"
     vendor: str = "Kompetenzcenter Kommunal Digital"
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@
 every node. :class:`Node` wraps one node with its dotted field path, and each accessor raises
 :class:`~kcbus._errors.ConfigError` naming file, line (1-based) and field. Duplicate mapping
 keys, which PyYAML would silently collapse to the last one, are an error here.
+
+A problem text may quote the value it complains about; any URL in it is redacted
+(:func:`~kcbus.config._redact.redact_urls`): endpoint values may hold credentials.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from kcbus._errors import ConfigError
+from kcbus.config._redact import redact_urls
 
 __all__ = ["Node", "compose_file"]
 
@@ -34,7 +38,8 @@ def compose_file(path: Path) -> Node:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
-        raise ConfigError(path, line, "", f"not valid YAML: {exc.problem}") from exc
+        problem = redact_urls(str(exc.problem))
+        raise ConfigError(path, line, "", f"not valid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(path, None, "", "not valid YAML") from exc
     if node is None:
@@ -55,7 +60,7 @@ class Node:
         return int(self._node.start_mark.line) + 1
 
     def error(self, problem: str) -> ConfigError:
-        return ConfigError(self.file, self.line, self.field, problem)
+        return ConfigError(self.file, self.line, self.field, redact_urls(problem))
 
     def _child(self, node: yaml.Node, name: str) -> Node:
         field = f"{self.field}.{name}" if self.field else name
