@@ -12,7 +12,15 @@ Delivery guarantees, the same for every adapter:
   failure; each transport uses the id to avoid or mark duplicates (file name, Idempotency-Key,
   AMQP ``message_id``).
 * **Streaming.** ``Outbound.open`` and ``Delivery.open`` give file objects; adapters copy in
-  fixed-size chunks, so a 200 MB envelope takes constant memory.
+  fixed-size chunks, so a 200 MB envelope takes constant memory. ``Delivery.spool`` copies a
+  delivery into a temporary file (in memory below a threshold) for callers that need to read
+  it more than once.
+* **Size limit.** Every inbound transport has ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`,
+  URL option ``?max_bytes=``). A delivery whose announced size is above it is handed out with
+  ``too_large`` set and refuses to be opened; one that turns out larger while it is read (a
+  file that grew after it was listed) stops at the limit. Both raise
+  :class:`~adapters.transport.DeliveryTooLarge`; the caller parks the delivery with
+  ``reject(delivery, "envelope-too-large")`` and goes on with the batch.
 
 Modelled on httpx's transport seam (one narrow protocol, a mock twin) and kombu's transports
 (one module per transport, registered by URL scheme).
@@ -21,16 +29,32 @@ Modelled on httpx's transport seam (one narrow protocol, a mock twin) and kombu'
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, ClassVar, Protocol, Self, runtime_checkable
+from typing import BinaryIO, ClassVar, Protocol, Self, cast, runtime_checkable
 
-__all__ = ["CHUNK_SIZE", "Delivery", "Outbound", "Transport", "copy_stream"]
+from adapters.transport._errors import DeliveryTooLarge
+
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_MAX_BYTES",
+    "SPOOL_IN_MEMORY",
+    "Delivery",
+    "Outbound",
+    "Transport",
+    "copy_stream",
+]
 
 #: Copy unit for streaming envelopes (1 MiB: large enough for throughput, small for memory).
 CHUNK_SIZE = 1 << 20
+#: Largest inbound envelope a transport hands out to be read unless told otherwise (2 GiB:
+#: above the largest Bauantrag with plans seen, far below what fills a worker's disk).
+DEFAULT_MAX_BYTES = 2 << 30
+#: ``Delivery.spool`` keeps envelopes up to this size in memory, larger ones in a file.
+SPOOL_IN_MEMORY = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -62,8 +86,12 @@ class Outbound:
     @classmethod
     def from_file(cls, envelope_id: str, recipient: str, path: Path) -> Outbound:
         """An outbound envelope streamed from a file (e.g. an envelope with attachments)."""
-        return cls(envelope_id=envelope_id, recipient=recipient,
-                   open=lambda: path.open("rb"), size=path.stat().st_size)
+        return cls(
+            envelope_id=envelope_id,
+            recipient=recipient,
+            open=lambda: path.open("rb"),
+            size=path.stat().st_size,
+        )
 
     def stream(self) -> BinaryIO:
         """A fresh stream over the envelope, positioned at its start."""
@@ -87,7 +115,8 @@ class Delivery:
     transport knows of the envelope's id (file name, header, message id), or ``None``;
     ``peer`` is the authenticated identity of whoever handed it over (mTLS partner id, SFTP
     user), or ``None`` where the transport authenticates nobody (file drop, memory);
-    ``redelivered`` says the transport has handed it out before (it may be a duplicate).
+    ``redelivered`` says the transport has handed it out before (it may be a duplicate);
+    ``max_bytes`` is the transport's size limit (``None``: none), which every read enforces.
     """
 
     delivery_id: str
@@ -97,15 +126,56 @@ class Delivery:
     transport: str
     opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
     redelivered: bool = False
+    max_bytes: int | None = None
+
+    @property
+    def too_large(self) -> bool:
+        """The announced size is above ``max_bytes``: park it, do not read it."""
+        return self.max_bytes is not None and self.size > self.max_bytes
+
+    def _refuse(self, size: int) -> DeliveryTooLarge:
+        assert self.max_bytes is not None
+        return DeliveryTooLarge(
+            transport=self.transport, delivery_id=self.delivery_id, size=size, limit=self.max_bytes
+        )
 
     def open(self) -> BinaryIO:
-        """Stream the envelope (for large envelopes: read in chunks)."""
-        return self.opener()
+        """Stream the envelope (for large envelopes: read in chunks). Raises
+        :class:`DeliveryTooLarge` at once if ``too_large``, or from a read that would go
+        beyond ``max_bytes``."""
+        if self.max_bytes is None:
+            return self.opener()
+        if self.too_large:
+            raise self._refuse(self.size)
+        capped = _Capped(self.opener(), self.max_bytes, self.size, self._refuse)
+        return cast(BinaryIO, io.BufferedReader(capped, buffer_size=CHUNK_SIZE))
 
     def read(self) -> bytes:
         """The whole envelope in memory (fine for ordinary, small envelopes)."""
-        with self.opener() as src:
+        with self.open() as src:
             return src.read()
+
+    def spool(self, directory: Path | None = None, *, in_memory: int = SPOOL_IN_MEMORY) -> BinaryIO:
+        """Copy the envelope in ``CHUNK_SIZE`` pieces into a temporary file in ``directory``
+        (default: the system's) and return it positioned at the start; envelopes up to
+        ``in_memory`` bytes stay in memory. The file is deleted when closed. Limits as for
+        :meth:`open`."""
+        spooled = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed to the caller
+            max_size=in_memory,
+            mode="w+b",
+            prefix="kcbus-delivery-",
+            dir=str(directory) if directory is not None else None,
+        )
+        try:
+            if self.size > in_memory:
+                spooled.rollover()  # straight to disk, no detour through memory
+            with self.open() as src:
+                copy_stream(src, cast(BinaryIO, spooled))
+            spooled.seek(0)
+        except BaseException:
+            spooled.close()
+            raise
+        return cast(BinaryIO, spooled)
 
 
 @runtime_checkable
@@ -145,8 +215,12 @@ class Transport(Protocol):
 
     def __enter__(self) -> Self: ...
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class TransportBase:
@@ -165,8 +239,12 @@ class TransportBase:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -181,3 +259,77 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, *, limit: int | None = None) -> in
         dst.write(chunk)
         copied += len(chunk)
     return copied
+
+
+class _Capped(io.RawIOBase):
+    """Reads ``inner`` but never hands out a byte beyond offset ``limit``: one byte more is
+    asked for to notice a longer stream, which then raises (from ``refuse(bytes seen)``).
+
+    Offsets count from where ``inner`` stood when wrapped (a spool file's header comes
+    before it). ``expected`` (the announced size) lets :meth:`readall` read in one piece.
+    """
+
+    def __init__(
+        self, inner: BinaryIO, limit: int, expected: int, refuse: Callable[[int], BaseException]
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._limit = limit
+        self._expected = expected
+        self._refuse = refuse
+        self._base = inner.tell() if inner.seekable() else 0
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._inner.seekable()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self._base
+        self._pos = self._inner.seek(offset, whence) - self._base
+        return self._pos
+
+    def _allowed(self, want: int) -> int:
+        """How many bytes to ask ``inner`` for: at most one beyond the limit."""
+        return max(1, min(want, self._limit - self._pos + 1))
+
+    def _took(self, got: int) -> int:
+        if self._pos + got > self._limit:
+            raise self._refuse(self._pos + got)
+        self._pos += got
+        return got
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        want = self._allowed(len(view))
+        data = self._inner.read(want)
+        self._took(len(data))
+        view[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        data = self._inner.read(self._allowed(size)) if size else b""
+        self._took(len(data))
+        return data
+
+    def readall(self) -> bytes:
+        # the announced size in one read (one copy, like a plain file's read()), then
+        # whatever follows in chunks up to the limit (rare: the file grew)
+        first = self.read(min(self._expected, self._limit)) if self._expected > 0 else b""
+        rest = []
+        while chunk := self.read(CHUNK_SIZE):
+            rest.append(chunk)
+        return first + b"".join(rest) if rest else first
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()

@@ -17,6 +17,9 @@ Invariants:
   files modified less than that long ago (for partners that write in place).
 * **One worker per file.** A claim is a rename into ``.claimed/<worker>/``; rename is atomic on
   one file system, so of two racing workers exactly one succeeds, the other sees the source gone.
+* **Size limit.** A file above ``max_bytes`` (by the size listed, or read: it grew) is handed
+  out ``too_large`` and refuses to be read; the caller rejects it into ``.failed`` with the
+  reason ``envelope-too-large``.
 * **Nothing lost.** Acknowledge moves to ``.done`` (or deletes), release moves back, reject
   moves to ``.failed``. Claims of a crashed worker come back: at once when the worker id names
   a dead process on this host, else when the claim is older than ``claim_timeout`` (claim time
@@ -43,7 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from adapters.transport._base import CHUNK_SIZE, Delivery, Outbound, copy_stream
+from adapters.transport._base import (
+    CHUNK_SIZE,
+    DEFAULT_MAX_BYTES,
+    Delivery,
+    Outbound,
+    copy_stream,
+)
 from adapters.transport._errors import (
     TransportConfigError,
     TransportUnavailable,
@@ -51,7 +60,7 @@ from adapters.transport._errors import (
 )
 from adapters.transport._options import Options
 
-__all__ = ["DropBox", "DropSettings", "Entry", "FileSystem", "SpoolHeader"]
+__all__ = ["DropBox", "DropSettings", "Entry", "FileSystem", "SpoolHeader", "is_safe_name"]
 
 _PARTIAL_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", "~")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
@@ -73,16 +82,16 @@ class FileSystem(Protocol):
     #: ``True`` where an interrupted upload can continue (remote file systems).
     resumable: bool
 
-    def list(self, path: str) -> list[Entry]: ...           # [] if the directory is missing
+    def list(self, path: str) -> list[Entry]: ...  # [] if the directory is missing
     def mkdirs(self, path: str) -> None: ...
-    def size(self, path: str) -> int | None: ...            # None if missing
-    def rename(self, src: str, dst: str) -> bool: ...       # False if src vanished
+    def size(self, path: str) -> int | None: ...  # None if missing
+    def rename(self, src: str, dst: str) -> bool: ...  # False if src vanished
     def publish(self, src: str, dst: str, *, sync: bool = True) -> bool: ...
     # ^ no-replace; False if dst exists; sync: make the new name durable (outbound only)
-    def remove(self, path: str) -> None: ...                # missing is fine
-    def rmdir(self, path: str) -> bool: ...                 # False if not empty/missing
-    def touch(self, path: str) -> None: ...                 # mtime := now
-    def now(self) -> float: ...                             # the file system's clock
+    def remove(self, path: str) -> None: ...  # missing is fine
+    def rmdir(self, path: str) -> bool: ...  # False if not empty/missing
+    def touch(self, path: str) -> None: ...  # mtime := now
+    def now(self) -> float: ...  # the file system's clock
     def open_read(self, path: str) -> BinaryIO: ...
     def open_write(self, path: str, *, append: bool) -> BinaryIO: ...
     def flush_to_disk(self, fileobj: BinaryIO, path: str) -> None: ...
@@ -100,6 +109,7 @@ class DropSettings:
     worker: str = ""
     claim_timeout: float = 900.0
     on_ack: str = "move"
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     @classmethod
     def take(cls, opts: Options) -> DropSettings:
@@ -111,6 +121,7 @@ class DropSettings:
             worker=opts.text("worker", ""),
             claim_timeout=opts.number("claim_timeout", 900.0, minimum=1.0),
             on_ack=opts.choice("on_ack", "move", ("move", "delete")),
+            max_bytes=opts.integer("max_bytes", DEFAULT_MAX_BYTES, minimum=1),
         )
 
 
@@ -123,8 +134,10 @@ class SpoolHeader:
     receipt_id: str
 
     def encode(self) -> bytes:
-        body = json.dumps({"peer": self.peer, "envelope_id": self.envelope_id,
-                           "receipt_id": self.receipt_id}, separators=(",", ":"))
+        body = json.dumps(
+            {"peer": self.peer, "envelope_id": self.envelope_id, "receipt_id": self.receipt_id},
+            separators=(",", ":"),
+        )
         return _SPOOL_MAGIC + body.encode() + b"\n"
 
     @classmethod
@@ -133,9 +146,10 @@ class SpoolHeader:
         if not line.startswith(_SPOOL_MAGIC) or not line.endswith(b"\n"):
             return None
         try:
-            data = json.loads(line[len(_SPOOL_MAGIC):])
-            return cls(peer=data["peer"], envelope_id=data["envelope_id"],
-                       receipt_id=data["receipt_id"]), len(line)
+            data = json.loads(line[len(_SPOOL_MAGIC) :])
+            return cls(
+                peer=data["peer"], envelope_id=data["envelope_id"], receipt_id=data["receipt_id"]
+            ), len(line)
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -146,11 +160,17 @@ def default_worker() -> str:
     return f"{socket.gethostname()}~{os.getpid()}~{uuid.uuid4().hex[:8]}"
 
 
+def is_safe_name(name: str) -> bool:
+    """A plain file name of letters, digits and ``._@+=-`` (no path, no dot-file)."""
+    return _SAFE_ID.match(name) is not None
+
+
 def safe_name(envelope_id: str, *, transport: str) -> str:
     if not _SAFE_ID.match(envelope_id):
         raise TransportConfigError(
             "envelope id is not usable as a file name (letters, digits, ._@+=- only)",
-            transport=transport, option="envelope_id",
+            transport=transport,
+            option="envelope_id",
         )
     return envelope_id
 
@@ -165,10 +185,18 @@ class _Claim:
 class DropBox:
     """The drop algorithm over a :class:`FileSystem`; transports wrap it."""
 
-    def __init__(self, fs: FileSystem, directory: str, settings: DropSettings, *,
-                 transport: str, peer: str | None = None, framed: bool = False,
-                 pid_alive: Callable[[int], bool] | None = None,
-                 recover_every: float = 60.0) -> None:
+    def __init__(
+        self,
+        fs: FileSystem,
+        directory: str,
+        settings: DropSettings,
+        *,
+        transport: str,
+        peer: str | None = None,
+        framed: bool = False,
+        pid_alive: Callable[[int], bool] | None = None,
+        recover_every: float = 60.0,
+    ) -> None:
         self.fs = fs
         self.dir = directory.rstrip("/") or "/"
         self.settings = settings
@@ -177,8 +205,11 @@ class DropBox:
         self.framed = framed
         self.worker = settings.worker or default_worker()
         if "/" in self.worker or self.worker.startswith("."):
-            raise TransportConfigError("worker id must not contain '/' or start with '.'",
-                                       transport=transport, option="worker")
+            raise TransportConfigError(
+                "worker id must not contain '/' or start with '.'",
+                transport=transport,
+                option="worker",
+            )
         self._pid_alive = pid_alive
         self._recover_every = recover_every
         self._last_recovery = float("-inf")
@@ -211,13 +242,13 @@ class DropBox:
                 part = posixpath.join(self.tmp, f"{name}.{os.getpid()}.{next(self._seq)}.part")
                 self._upload(item, part, offset=0)
                 resumed = False
-            if self.fs.size(part) == item.size and (
-                    not resumed or self._same_digest(item, part)):
+            if self.fs.size(part) == item.size and (not resumed or self._same_digest(item, part)):
                 break
             self.fs.remove(part)  # the source changed or the resumed part differs: start over
         else:
-            raise TransportUnavailable("upload did not verify twice (size/SHA-256)",
-                                       transport=self.transport)
+            raise TransportUnavailable(
+                "upload did not verify twice (size/SHA-256)", transport=self.transport
+            )
         if not self.fs.publish(part, final):
             self.fs.remove(part)  # someone published the same envelope id first
 
@@ -258,12 +289,16 @@ class DropBox:
         now = self.fs.now() if self.settings.settle_seconds else 0.0
         ready = []
         for entry in entries:
-            if not entry.is_file or entry.name.startswith(".") \
-                    or entry.name.endswith(_PARTIAL_SUFFIXES):
+            if (
+                not entry.is_file
+                or entry.name.startswith(".")
+                or entry.name.endswith(_PARTIAL_SUFFIXES)
+            ):
                 continue
             marker = self.settings.marker_suffix
             if self.settings.complete == "marker" and (
-                    entry.name.endswith(marker) or entry.name + marker not in names):
+                entry.name.endswith(marker) or entry.name + marker not in names
+            ):
                 continue
             if self.settings.settle_seconds and now - entry.mtime < self.settings.settle_seconds:
                 continue
@@ -271,8 +306,9 @@ class DropBox:
         ready.sort(key=lambda e: (e.mtime, e.name))  # oldest first
         return ready
 
-    def receive(self, max_items: int, timeout: float = 0.0, *,
-                poll_interval: float = 0.2) -> list[Delivery]:
+    def receive(
+        self, max_items: int, timeout: float = 0.0, *, poll_interval: float = 0.2
+    ) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         if time.monotonic() - self._last_recovery >= self._recover_every:
             self.recover()
@@ -326,9 +362,15 @@ class DropBox:
                 stream.seek(skip)
             return stream
 
-        return Delivery(delivery_id=delivery_id, envelope_id=envelope_id,
-                        size=size - header_length, peer=peer, transport=self.transport,
-                        opener=opener)
+        return Delivery(
+            delivery_id=delivery_id,
+            envelope_id=envelope_id,
+            size=size - header_length,
+            peer=peer,
+            transport=self.transport,
+            opener=opener,
+            max_bytes=self.settings.max_bytes,
+        )
 
     def _envelope_id(self, name: str) -> str | None:
         suffix = self.settings.suffix
@@ -390,8 +432,11 @@ class DropBox:
     def known(self, name: str) -> bool:
         """Whether ``name`` is pending, claimed by any worker, done or failed here."""
         places = [self.dir, self.done, self.failed]
-        places += [posixpath.join(self._join(".claimed"), w.name)
-                   for w in self.fs.list(self._join(".claimed")) if not w.is_file]
+        places += [
+            posixpath.join(self._join(".claimed"), w.name)
+            for w in self.fs.list(self._join(".claimed"))
+            if not w.is_file
+        ]
         return any(self.fs.size(posixpath.join(p, name)) is not None for p in places)
 
     # -- recovery --------------------------------------------------------------------------
@@ -409,8 +454,13 @@ class DropBox:
             folder = posixpath.join(root, worker.name)
             for entry in self.fs.list(folder):
                 stale = dead or now - entry.mtime >= self.settings.claim_timeout
-                if entry.is_file and stale and self.fs.publish(
-                        posixpath.join(folder, entry.name), self._join(entry.name), sync=False):
+                if (
+                    entry.is_file
+                    and stale
+                    and self.fs.publish(
+                        posixpath.join(folder, entry.name), self._join(entry.name), sync=False
+                    )
+                ):
                     recovered += 1
             if dead:
                 self.fs.rmdir(folder)  # gone for good; stale-by-age folders may still be used
@@ -418,15 +468,22 @@ class DropBox:
         mine = {c.path for c in self._claims.values()}
         for entry in self.fs.list(self.claimed):
             path = posixpath.join(self.claimed, entry.name)
-            if entry.is_file and path not in mine and self.fs.publish(
-                    path, self._join(entry.name), sync=False):
+            if (
+                entry.is_file
+                and path not in mine
+                and self.fs.publish(path, self._join(entry.name), sync=False)
+            ):
                 recovered += 1
         return recovered
 
     def _worker_dead(self, worker: str) -> bool:
         parts = worker.split("~")
-        if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit() \
-                or self._pid_alive is None:
+        if (
+            len(parts) != 3
+            or parts[0] != socket.gethostname()
+            or not parts[1].isdigit()
+            or self._pid_alive is None
+        ):
             return False
         return not self._pid_alive(int(parts[1]))
 

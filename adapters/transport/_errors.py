@@ -10,6 +10,8 @@ class, never on text::
     │                                     be delivered again (the ledger recognises it)
     ├── PeerBusy              Transient   the peer asked to slow down (HTTP 429/503); retry_after
     ├── DeliveryRefused       Partner     the peer refused the envelope for good (HTTP 4xx)
+    ├── DeliveryTooLarge      Partner     an inbound envelope above the transport's
+    │                                     ``max_bytes``: park it (reason_code), never read it
     ├── EnvelopeTooLarge      Config      above the transport's size limit and no claim check
     │                                     configured (size, limit)
     ├── TransportConfigError  Config      bad URL/options, missing key file, unknown host key,
@@ -29,6 +31,7 @@ from xoev import ConfigurationError, KcbusError, PartnerFault, TransientFault
 __all__ = [
     "AcknowledgeLost",
     "DeliveryRefused",
+    "DeliveryTooLarge",
     "EnvelopeTooLarge",
     "NoSuchTransport",
     "PeerBusy",
@@ -59,8 +62,9 @@ class AcknowledgeLost(TransportUnavailable):
 
     reason_code = "acknowledge-lost"
 
-    def __init__(self, message: str, *, transport: str, delivery_id: str,
-                 endpoint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, transport: str, delivery_id: str, endpoint: str | None = None
+    ) -> None:
         super().__init__(message, transport=transport, endpoint=endpoint)
         self.delivery_id = delivery_id
 
@@ -70,8 +74,15 @@ class PeerBusy(TransportError, TransientFault):
 
     reason_code = "peer-busy"
 
-    def __init__(self, message: str, *, transport: str, endpoint: str | None = None,
-                 status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transport: str,
+        endpoint: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, transport=transport, endpoint=endpoint)
         self.status = status
         self.retry_after = retry_after
@@ -82,11 +93,37 @@ class DeliveryRefused(TransportError, PartnerFault):
 
     reason_code = "delivery-refused"
 
-    def __init__(self, message: str, *, transport: str, endpoint: str | None = None,
-                 status: int | None = None, peer_reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transport: str,
+        endpoint: str | None = None,
+        status: int | None = None,
+        peer_reason: str | None = None,
+    ) -> None:
         super().__init__(message, transport=transport, endpoint=endpoint)
         self.status = status
         self.peer_reason = peer_reason
+
+
+class DeliveryTooLarge(TransportError, PartnerFault):
+    """An inbound envelope exceeds the transport's ``max_bytes`` (known before reading, or
+    noticed while reading: a file that grew after it was listed). Nothing more is read; the
+    caller parks the delivery with ``reject(delivery, DeliveryTooLarge.reason_code)``.
+
+    ``size`` is the size announced before reading, or the bytes read when the limit broke.
+    """
+
+    reason_code = "envelope-too-large"
+
+    def __init__(self, *, transport: str, delivery_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"delivery {delivery_id}: more than {limit} bytes ({size} seen)", transport=transport
+        )
+        self.delivery_id = delivery_id
+        self.size = size
+        self.limit = limit
 
 
 class EnvelopeTooLarge(TransportError, ConfigurationError):
@@ -94,12 +131,14 @@ class EnvelopeTooLarge(TransportError, ConfigurationError):
 
     reason_code = "too-large"
 
-    def __init__(self, *, transport: str, size: int, limit: int,
-                 endpoint: str | None = None) -> None:
+    def __init__(
+        self, *, transport: str, size: int, limit: int, endpoint: str | None = None
+    ) -> None:
         super().__init__(
             f"envelope of {size} bytes exceeds the limit of {limit} bytes "
             "(configure a claim check or route the partner over file drop/SFTP/HTTPS)",
-            transport=transport, endpoint=endpoint,
+            transport=transport,
+            endpoint=endpoint,
         )
         self.size = size
         self.limit = limit
@@ -110,8 +149,14 @@ class TransportConfigError(TransportError, ConfigurationError):
 
     reason_code = "configuration"
 
-    def __init__(self, message: str, *, transport: str, endpoint: str | None = None,
-                 option: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transport: str,
+        endpoint: str | None = None,
+        option: str | None = None,
+    ) -> None:
         super().__init__(message, transport=transport, endpoint=endpoint)
         self.option = option
 
@@ -131,6 +176,7 @@ class UnknownDelivery(TransportError, ConfigurationError):
     """A delivery was acknowledged/released twice or on a transport that did not make it."""
 
     def __init__(self, *, transport: str, delivery_id: str) -> None:
-        super().__init__(f"delivery {delivery_id} is not open on this transport",
-                         transport=transport)
+        super().__init__(
+            f"delivery {delivery_id} is not open on this transport", transport=transport
+        )
         self.delivery_id = delivery_id

@@ -41,6 +41,10 @@ Options (defaults):
 ``prefetch`` (256)         unacknowledged messages the broker hands out ahead (``basic.qos``);
                            one ``receive()`` returns at most this many
 ``max_size`` (16 MiB)      largest body sent inline (RabbitMQ's own limit is 128 MiB by default)
+``max_bytes`` (2 GiB)      largest envelope ``receive()`` hands out to be read: the inline body's
+                           length, a claim-check file's size (checked again while it is read);
+                           a larger one refuses to be read (:class:`DeliveryTooLarge`) and
+                           ``reject()`` dead-letters it
 ``claim_check`` (none)     folder for envelopes above ``max_size``
 ``confirm`` (true)         publisher confirms
 ``retries`` (5), ``retry_interval`` (0.5 s), ``retry_max_interval`` (5 s)
@@ -57,6 +61,7 @@ claim check → :class:`EnvelopeTooLarge`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import itertools
 import logging
@@ -76,8 +81,8 @@ from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
 
-from adapters.transport._base import Delivery, Outbound, TransportBase
-from adapters.transport._dropbox import safe_name
+from adapters.transport._base import DEFAULT_MAX_BYTES, Delivery, Outbound, TransportBase
+from adapters.transport._dropbox import is_safe_name, safe_name
 from adapters.transport._errors import (
     AcknowledgeLost,
     EnvelopeTooLarge,
@@ -97,11 +102,23 @@ log = logging.getLogger(__name__)
 _CLAIM_HEADER = "kcbus-claim-check"
 _SIZE_HEADER = "kcbus-size"
 _CONTENT_TYPE = "application/octet-stream"
-_KOMBU_SCHEMES = {"amqp": "amqp", "amqps": "amqps", "kombu+memory": "memory",
-                  "kombu+filesystem": "filesystem"}
+_KOMBU_SCHEMES = {
+    "amqp": "amqp",
+    "amqps": "amqps",
+    "kombu+memory": "memory",
+    "kombu+filesystem": "filesystem",
+}
 # errors that mean "fix the configuration", never worth a retry
-_PERMANENT = (amqp.exceptions.AccessRefused, amqp.exceptions.NotAllowed,
-              amqp.exceptions.NotFound, amqp.exceptions.PreconditionFailed)
+_PERMANENT = (
+    amqp.exceptions.AccessRefused,
+    amqp.exceptions.NotAllowed,
+    amqp.exceptions.NotFound,
+    amqp.exceptions.PreconditionFailed,
+)
+
+
+def _outside_claim_folder() -> BinaryIO:
+    raise PermissionError(errno.EACCES, "claim-check name points outside the claim folder")
 
 
 def queue_name(partner: str, exchange: str = "kcbus") -> str:
@@ -129,17 +146,31 @@ class AmqpTransport(TransportBase):
 
     scheme: ClassVar[str] = "amqp"
 
-    def __init__(self, kombu_url: str, *, scheme: str = "amqp", inbox: str | None = None,
-                 exchange: str = "kcbus", prefetch: int = 256, max_size: int = 16 << 20,
-                 claim_check: Path | None = None, confirm: bool = True, retries: int = 5,
-                 retry_interval: float = 0.5, retry_max_interval: float = 5.0,
-                 connect_timeout: float = 10.0, heartbeat: float = 60.0,
-                 transport_options: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        kombu_url: str,
+        *,
+        scheme: str = "amqp",
+        inbox: str | None = None,
+        exchange: str = "kcbus",
+        prefetch: int = 256,
+        max_size: int = 16 << 20,
+        claim_check: Path | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        confirm: bool = True,
+        retries: int = 5,
+        retry_interval: float = 0.5,
+        retry_max_interval: float = 5.0,
+        connect_timeout: float = 10.0,
+        heartbeat: float = 60.0,
+        transport_options: dict[str, object] | None = None,
+    ) -> None:
         self.scheme_name = scheme
         self.inbox = inbox
         self.prefetch = prefetch
         self.max_size = max_size
         self.claim_check = claim_check
+        self.max_bytes = max_bytes
         self._virtual = _KOMBU_SCHEMES.get(scheme, "amqp") not in ("amqp", "amqps")
         # publisher confirms are handled here (batched), not by kombu's per-message wait
         options: dict[str, object] = {"confirm_publish": False, **(transport_options or {})}
@@ -154,7 +185,9 @@ class AmqpTransport(TransportBase):
         if self._virtual:
             options.setdefault("polling_interval", 0.01)
         self._conn = Connection(  # type: ignore[no-untyped-call]
-            kombu_url, transport_options=options, connect_timeout=connect_timeout,
+            kombu_url,
+            transport_options=options,
+            connect_timeout=connect_timeout,
             heartbeat=0 if self._virtual else heartbeat,
         )
         self._endpoint = self._conn.as_uri()  # password masked by kombu
@@ -162,8 +195,11 @@ class AmqpTransport(TransportBase):
         #: connection failures seen and retried so far (a health figure for operators)
         self.connection_failures = 0
         self._policy: dict[str, object] = {
-            "max_retries": retries, "interval_start": 0.0, "interval_step": retry_interval,
-            "interval_max": retry_max_interval, "errback": self._count_failure,
+            "max_retries": retries,
+            "interval_start": 0.0,
+            "interval_step": retry_interval,
+            "interval_max": retry_max_interval,
+            "errback": self._count_failure,
         }
         self._exchange = Exchange(exchange, "direct", durable=True)  # type: ignore[no-untyped-call]
         self._dlx = Exchange(f"{exchange}.dead", "direct", durable=True)  # type: ignore[no-untyped-call]
@@ -192,18 +228,21 @@ class AmqpTransport(TransportBase):
         if kombu_scheme == "filesystem":
             folder = Path(unquote(parts.path))
             if parts.netloc not in ("", "localhost") or not folder.is_absolute():
-                raise TransportConfigError("kombu+filesystem needs an absolute folder: "
-                                           "kombu+filesystem:///path",
-                                           transport=scheme)
+                raise TransportConfigError(
+                    "kombu+filesystem needs an absolute folder: kombu+filesystem:///path",
+                    transport=scheme,
+                )
             for sub in ("queue", "processed", "control"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             # kombu's default control_folder is "control" relative to the working directory:
             # keep the exchange tables inside the broker folder instead.
-            transport_options = {"data_folder_in": str(folder / "queue"),
-                                 "data_folder_out": str(folder / "queue"),
-                                 "store_processed": False,
-                                 "processed_folder": str(folder / "processed"),
-                                 "control_folder": str(folder / "control")}
+            transport_options = {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "store_processed": False,
+                "processed_folder": str(folder / "processed"),
+                "control_folder": str(folder / "control"),
+            }
             kombu_url = "filesystem://"
         else:
             kombu_url = f"{kombu_scheme}://{parts.netloc}{parts.path}"  # query = our options
@@ -212,11 +251,14 @@ class AmqpTransport(TransportBase):
             claim_url = opts.optional_text("claim_check_url")
             claim = Path(unquote(urlsplit(claim_url).path)) if claim_url else None
         transport = cls(
-            kombu_url, scheme=scheme, inbox=opts.optional_text("inbox"),
+            kombu_url,
+            scheme=scheme,
+            inbox=opts.optional_text("inbox"),
             exchange=opts.text("exchange", "kcbus"),
             prefetch=opts.integer("prefetch", 256, minimum=1),
             max_size=opts.integer("max_size", 16 << 20, minimum=1),
             claim_check=claim,
+            max_bytes=opts.integer("max_bytes", DEFAULT_MAX_BYTES, minimum=1),
             confirm=opts.boolean("confirm", True),
             retries=opts.integer("retries", 5, minimum=0),
             retry_interval=opts.number("retry_interval", 0.5, minimum=0.0),
@@ -232,19 +274,32 @@ class AmqpTransport(TransportBase):
 
     def _fail(self, exc: BaseException, what: str) -> TransportError:
         if isinstance(exc, _PERMANENT) or isinstance(exc.__cause__, _PERMANENT):
-            return TransportConfigError(f"{what}: refused by the broker ({type(exc).__name__})",
-                                        transport=self.scheme_name, endpoint=self._endpoint)
-        return TransportUnavailable(f"{what}: {type(exc).__name__}",
-                                    transport=self.scheme_name, endpoint=self._endpoint)
+            return TransportConfigError(
+                f"{what}: refused by the broker ({type(exc).__name__})",
+                transport=self.scheme_name,
+                endpoint=self._endpoint,
+            )
+        return TransportUnavailable(
+            f"{what}: {type(exc).__name__}", transport=self.scheme_name, endpoint=self._endpoint
+        )
 
     def _errors(self) -> tuple[type[BaseException], ...]:
-        return (OperationalError, amqp.exceptions.MessageNacked, OSError,
-                *self._conn.connection_errors, *self._conn.channel_errors)
+        return (
+            OperationalError,
+            amqp.exceptions.MessageNacked,
+            OSError,
+            *self._conn.connection_errors,
+            *self._conn.channel_errors,
+        )
 
     def _count_failure(self, exc: BaseException, interval: float) -> None:
         self.connection_failures += 1
-        log.info("%s: broker connection failed (%s); retrying in %.1f s", self.scheme_name,
-                 type(exc).__name__, interval)
+        log.info(
+            "%s: broker connection failed (%s); retrying in %.1f s",
+            self.scheme_name,
+            type(exc).__name__,
+            interval,
+        )
 
     def _ensure_connected(self) -> None:
         """(Re)connect with the retry policy; a new connection starts a new epoch."""
@@ -292,16 +347,22 @@ class AmqpTransport(TransportBase):
 
     def _make_queues(self, partner: str) -> list[Queue]:
         main = Queue(  # type: ignore[no-untyped-call]
-            queue_name(partner, self._prefix), exchange=self._exchange, routing_key=partner,
+            queue_name(partner, self._prefix),
+            exchange=self._exchange,
+            routing_key=partner,
             durable=True,
-            queue_arguments=None if self._virtual else {
+            queue_arguments=None
+            if self._virtual
+            else {
                 "x-dead-letter-exchange": self._dlx.name,
                 "x-dead-letter-routing-key": partner,
             },
         )
         dead = Queue(  # type: ignore[no-untyped-call]
-            f"{queue_name(partner, self._prefix)}.dead", exchange=self._dlx,
-            routing_key=partner, durable=True,
+            f"{queue_name(partner, self._prefix)}.dead",
+            exchange=self._dlx,
+            routing_key=partner,
+            durable=True,
         )
         return [main, dead]
 
@@ -324,8 +385,12 @@ class AmqpTransport(TransportBase):
         headers: dict[str, object] = {_SIZE_HEADER: item.size}
         if item.size > self.max_size:
             if self.claim_check is None:
-                raise EnvelopeTooLarge(transport=self.scheme_name, size=item.size,
-                                       limit=self.max_size, endpoint=self._endpoint)
+                raise EnvelopeTooLarge(
+                    transport=self.scheme_name,
+                    size=item.size,
+                    limit=self.max_size,
+                    endpoint=self._endpoint,
+                )
             headers[_CLAIM_HEADER] = self._store_claim(item)
             body = b""
         else:
@@ -350,10 +415,14 @@ class AmqpTransport(TransportBase):
                         queue(producer.channel).declare()  # type: ignore[no-untyped-call]
                     self._declared.add(message.recipient)
                 producer.publish(  # type: ignore[no-untyped-call]
-                    message.body, routing_key=message.recipient, delivery_mode=2,
-                    content_type=_CONTENT_TYPE, content_encoding="binary",
+                    message.body,
+                    routing_key=message.recipient,
+                    delivery_mode=2,
+                    content_type=_CONTENT_TYPE,
+                    content_encoding="binary",
                     headers=message.headers,
-                    exchange=self._dlx if dead else self._exchange, **message.properties,
+                    exchange=self._dlx if dead else self._exchange,
+                    **message.properties,
                 )
                 if self._confirming:
                     self._published += 1
@@ -403,8 +472,11 @@ class AmqpTransport(TransportBase):
         while self._unconfirmed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TransportUnavailable("the broker did not confirm in time",
-                                           transport=self.scheme_name, endpoint=self._endpoint)
+                raise TransportUnavailable(
+                    "the broker did not confirm in time",
+                    transport=self.scheme_name,
+                    endpoint=self._endpoint,
+                )
             try:
                 self._conn.drain_events(timeout=remaining)  # type: ignore[no-untyped-call]
             except TimeoutError:
@@ -428,8 +500,9 @@ class AmqpTransport(TransportBase):
             if not self._claims_fs.publish(part, final):
                 self._claims_fs.remove(part)
         except OSError as exc:
-            raise TransportUnavailable(f"claim check folder: error {exc.errno}",
-                                       transport=self.scheme_name) from exc
+            raise TransportUnavailable(
+                f"claim check folder: error {exc.errno}", transport=self.scheme_name
+            ) from exc
         return name
 
     # -- receiving ----------------------------------------------------------------------------
@@ -439,8 +512,9 @@ class AmqpTransport(TransportBase):
 
     def _start_consumer(self) -> None:
         if self.inbox is None:
-            raise TransportConfigError("option inbox is required to receive",
-                                       transport=self.scheme_name, option="inbox")
+            raise TransportConfigError(
+                "option inbox is required to receive", transport=self.scheme_name, option="inbox"
+            )
         self._ensure_connected()
         self._sync_epoch()
         if self._consumer is not None:
@@ -448,8 +522,11 @@ class AmqpTransport(TransportBase):
         channel = self._conn.channel()  # type: ignore[no-untyped-call]
         channel.basic_qos(0, self.prefetch, False)
         consumer = Consumer(  # type: ignore[no-untyped-call]
-            channel, queues=self._queues(self.inbox)[:1], on_message=self._on_message,
-            no_ack=False, auto_declare=False,
+            channel,
+            queues=self._queues(self.inbox)[:1],
+            on_message=self._on_message,
+            no_ack=False,
+            auto_declare=False,
         )
         for queue in self._queues(self.inbox):
             queue(channel).declare()  # type: ignore[no-untyped-call]
@@ -473,8 +550,7 @@ class AmqpTransport(TransportBase):
         return self._hand_out(max_items)
 
     def _fill(self, max_items: int, deadline: float) -> None:
-        while len(self._buffer) < max_items and len(self._buffer) + len(self._held) < \
-                self.prefetch:
+        while len(self._buffer) < max_items and len(self._buffer) + len(self._held) < self.prefetch:
             remaining = deadline - time.monotonic()
             # once something arrived, only take what is already there
             wait = 0.001 if self._buffer or remaining <= 0 else remaining
@@ -495,20 +571,44 @@ class AmqpTransport(TransportBase):
             claim = headers.get(_CLAIM_HEADER)
             if claim is not None and self.claim_check is None:
                 message.requeue()  # type: ignore[no-untyped-call]
-                raise TransportConfigError("a claim-check message arrived; set claim_check",
-                                           transport=self.scheme_name, option="claim_check")
+                raise TransportConfigError(
+                    "a claim-check message arrived; set claim_check",
+                    transport=self.scheme_name,
+                    option="claim_check",
+                )
             delivery_id = f"{self._epoch}:{message.delivery_tag}"
-            self._held[delivery_id] = _Held(self._epoch, message,
-                                            str(claim) if claim is not None else None)
+            claim_name = str(claim) if claim is not None else None
+            # the header comes from the sender: a name outside the claim folder ("../key")
+            # is never opened, moved or even looked at
+            outside = claim_name is not None and not is_safe_name(claim_name)
+            self._held[delivery_id] = _Held(self._epoch, message, None if outside else claim_name)
             props = message.properties
-            size = int(headers.get(_SIZE_HEADER, len(message.body)))
-            out.append(Delivery(
-                delivery_id=delivery_id, envelope_id=props.get("message_id"), size=size,
-                peer=props.get("user_id"), transport=self.scheme_name,
-                opener=self._opener(message, str(claim) if claim is not None else None),
-                redelivered=bool(message.delivery_info.get("redelivered")),
-            ))
+            out.append(
+                Delivery(
+                    delivery_id=delivery_id,
+                    envelope_id=props.get("message_id"),
+                    size=-1 if outside else self._size_of(message, claim_name),
+                    peer=props.get("user_id"),
+                    transport=self.scheme_name,
+                    opener=_outside_claim_folder if outside else self._opener(message, claim_name),
+                    redelivered=bool(message.delivery_info.get("redelivered")),
+                    max_bytes=self.max_bytes,
+                )
+            )
         return out
+
+    def _size_of(self, message: Message, claim: str | None) -> int:
+        """What is really there: the inline body's length, or the claim-check file's size
+        (the sender's ``kcbus-size`` header only where the file cannot be seen yet)."""
+        if claim is None:
+            return len(message.body)
+        assert self.claim_check is not None
+        for candidate in (self.claim_check / claim, self.claim_check / ".done" / claim):
+            size = self._claims_fs.size(str(candidate))
+            if size is not None:
+                return size
+        announced = (message.headers or {}).get(_SIZE_HEADER)
+        return announced if isinstance(announced, int) else -1
 
     def _opener(self, message: Message, claim: str | None) -> Callable[[], BinaryIO]:
         if claim is None:
@@ -527,8 +627,7 @@ class AmqpTransport(TransportBase):
                     return candidate.open("rb")
                 except FileNotFoundError:
                     continue
-            raise TransportUnavailable("claim-check file is missing",
-                                       transport=self.scheme_name)
+            raise TransportUnavailable("claim-check file is missing", transport=self.scheme_name)
 
         return from_claim
 
@@ -538,21 +637,28 @@ class AmqpTransport(TransportBase):
             raise UnknownDelivery(transport=self.scheme_name, delivery_id=delivery.delivery_id)
         self._sync_epoch()
         if held.epoch != self._epoch or not self._conn.connected:
-            raise AcknowledgeLost("the connection that delivered it is gone",
-                                  transport=self.scheme_name, delivery_id=delivery.delivery_id)
+            raise AcknowledgeLost(
+                "the connection that delivered it is gone",
+                transport=self.scheme_name,
+                delivery_id=delivery.delivery_id,
+            )
         try:
             action(held.message)
         except self._errors() as exc:
             self._reset()
-            raise AcknowledgeLost(type(exc).__name__, transport=self.scheme_name,
-                                  delivery_id=delivery.delivery_id) from exc
+            raise AcknowledgeLost(
+                type(exc).__name__, transport=self.scheme_name, delivery_id=delivery.delivery_id
+            ) from exc
         return held
 
     def acknowledge(self, delivery: Delivery) -> None:
         held = self._settle(delivery, lambda m: m.ack())  # type: ignore[no-untyped-call]
         if held.claim is not None and self.claim_check is not None:
-            self._claims_fs.publish(str(self.claim_check / held.claim),
-                                    str(self.claim_check / ".done" / held.claim), sync=False)
+            self._claims_fs.publish(
+                str(self.claim_check / held.claim),
+                str(self.claim_check / ".done" / held.claim),
+                sync=False,
+            )
 
     def release(self, delivery: Delivery) -> None:
         self._settle(delivery, lambda m: m.requeue())  # type: ignore[no-untyped-call]
@@ -568,9 +674,17 @@ class AmqpTransport(TransportBase):
             message = held.message
             headers = dict(message.headers or {})
             headers["kcbus-reject-reason"] = reason_code
-            self._publish([_Outgoing(message.body, self.inbox, headers,
-                                     {"message_id": message.properties.get("message_id")})],
-                          dead=True)
+            self._publish(
+                [
+                    _Outgoing(
+                        message.body,
+                        self.inbox,
+                        headers,
+                        {"message_id": message.properties.get("message_id")},
+                    )
+                ],
+                dead=True,
+            )
         self._settle(delivery, lambda m: m.ack())  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

@@ -23,6 +23,10 @@ Options (defaults):
 ``claim_timeout`` (900 s)
     a claim older than this is given back (the worker is presumed dead).
 ``on_ack`` (``move``: keep in ``.done``; ``delete``)
+``max_bytes`` (2 GiB)
+    largest envelope handed out to be read; a larger file (by its listed size, or as read: it
+    grew) refuses to be read and is parked in ``.failed`` with reason ``envelope-too-large``
+    (:class:`~adapters.transport.DeliveryTooLarge`).
 ``fsync`` (true)
     flush files and directories to disk before a write counts as done (POSIX ``fsync(2)``).
 ``create`` (true)
@@ -80,8 +84,14 @@ class LocalFileSystem:
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
-                    entries.append(Entry(entry.name, st.st_size, st.st_mtime,
-                                         entry.is_file(follow_symlinks=False)))
+                    entries.append(
+                        Entry(
+                            entry.name,
+                            st.st_size,
+                            st.st_mtime,
+                            entry.is_file(follow_symlinks=False),
+                        )
+                    )
         except FileNotFoundError:
             return []
         return entries
@@ -176,11 +186,11 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
         except TransportError:
             raise
         except PermissionError as exc:
-            raise TransportConfigError(f"permission denied ({exc.errno})",
-                                       transport="file") from exc
+            raise TransportConfigError(
+                f"permission denied ({exc.errno})", transport="file"
+            ) from exc
         except OSError as exc:
-            raise TransportUnavailable(f"file system error {exc.errno}",
-                                       transport="file") from exc
+            raise TransportUnavailable(f"file system error {exc.errno}", transport="file") from exc
 
     return wrapper
 
@@ -190,21 +200,36 @@ class FileDropTransport(TransportBase):
 
     scheme: ClassVar[str] = "file"
 
-    def __init__(self, directory: Path, settings: DropSettings | None = None, *,
-                 fsync: bool = True, create: bool = True, poll_interval: float = 0.2,
-                 peer: str | None = None, framed: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        settings: DropSettings | None = None,
+        *,
+        fsync: bool = True,
+        create: bool = True,
+        poll_interval: float = 0.2,
+        peer: str | None = None,
+        framed: bool = False,
+    ) -> None:
         if not directory.is_absolute():
-            raise TransportConfigError("the drop folder must be an absolute path",
-                                       transport=self.scheme)
+            raise TransportConfigError(
+                "the drop folder must be an absolute path", transport=self.scheme
+            )
         if not create and not directory.is_dir():
-            raise TransportConfigError("drop folder does not exist", transport=self.scheme,
-                                       endpoint=str(directory))
+            raise TransportConfigError(
+                "drop folder does not exist", transport=self.scheme, endpoint=str(directory)
+            )
         self.directory = directory
         self.poll_interval = poll_interval
-        self.box = DropBox(LocalFileSystem(fsync=fsync), str(directory),
-                           settings or DropSettings(),
-                           transport=self.scheme, peer=peer, framed=framed,
-                           pid_alive=pid_alive)
+        self.box = DropBox(
+            LocalFileSystem(fsync=fsync),
+            str(directory),
+            settings or DropSettings(),
+            transport=self.scheme,
+            peer=peer,
+            framed=framed,
+            pid_alive=pid_alive,
+        )
         self._closed = False
         _translated(self.box.prepare)()
 
@@ -212,12 +237,14 @@ class FileDropTransport(TransportBase):
     def from_url(cls, url: str, **options: object) -> FileDropTransport:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
-            raise TransportConfigError("file URLs name a local folder: file:///path",
-                                       transport=cls.scheme)
+            raise TransportConfigError(
+                "file URLs name a local folder: file:///path", transport=cls.scheme
+            )
         opts = Options(cls.scheme, merge_query(url, options))
         settings = DropSettings.take(opts)
         transport = cls(
-            Path(unquote(parts.path)), settings,
+            Path(unquote(parts.path)),
+            settings,
             fsync=opts.boolean("fsync", True),
             create=opts.boolean("create", True),
             poll_interval=opts.number("poll_interval", 0.2, minimum=0.01),

@@ -25,7 +25,9 @@ Inbox options (defaults): ``listen`` (false), ``cert_file``, ``key_file`` (serve
 only drain a spool that another process serves), ``max_size`` (512 MiB), ``max_backlog``
 (10,000), ``retry_after`` (30 s), ``fsync`` (true: the envelope is on disk before the 202),
 ``read_timeout`` (30 s per socket operation), ``max_connections`` (64), ``poll_interval``
-(0.2 s), ``suffix``/``worker``/``claim_timeout`` (spool, as for ``file://``); from Python only:
+(0.2 s), ``suffix``/``worker``/``claim_timeout`` (spool, as for ``file://``), ``max_bytes``
+(``max_size``: the largest spooled envelope ``receive()`` hands out to be read; it matters
+when another process with a larger ``max_size`` serves the spool); from Python only:
 ``sender_of`` (envelope stream → sender id), ``peer_of`` (certificate → partner id),
 ``backlog`` (() → pending count).
 
@@ -84,14 +86,15 @@ def from_url(url: str, **options: object) -> Transport:
 def _required(opts: Options, name: str) -> Path:
     path = opts.path(name)
     if path is None:
-        raise TransportConfigError(f"option {name} is required", transport=_SCHEME,
-                                   option=name)
+        raise TransportConfigError(f"option {name} is required", transport=_SCHEME, option=name)
     return path
 
 
 def _outbox_from(url: str, opts: Options) -> HttpsOutbox:
     outbox = HttpsOutbox(
-        url, cert_file=_required(opts, "cert_file"), key_file=_required(opts, "key_file"),
+        url,
+        cert_file=_required(opts, "cert_file"),
+        key_file=_required(opts, "key_file"),
         ca_file=_required(opts, "ca_file"),
         connect_timeout=opts.number("connect_timeout", 10.0, minimum=0.1),
         read_timeout=opts.number("read_timeout", 60.0, minimum=0.1),
@@ -104,8 +107,13 @@ def _outbox_from(url: str, opts: Options) -> HttpsOutbox:
 
 def _inbox_from(url: str, opts: Options) -> HttpsInbox:
     parts = urlsplit(url)
-    settings = DropSettings(suffix=opts.text("suffix", ".env"), worker=opts.text("worker", ""),
-                            claim_timeout=opts.number("claim_timeout", 900.0, minimum=1.0))
+    max_size = opts.integer("max_size", 512 << 20, minimum=1)
+    settings = DropSettings(
+        suffix=opts.text("suffix", ".env"),
+        worker=opts.text("worker", ""),
+        claim_timeout=opts.number("claim_timeout", 900.0, minimum=1.0),
+        max_bytes=opts.integer("max_bytes", max_size, minimum=1),
+    )
     spool_dir = _required(opts, "spool_dir")
     serve = opts.boolean("serve", True)
     fsync = opts.boolean("fsync", True)
@@ -117,28 +125,37 @@ def _inbox_from(url: str, opts: Options) -> HttpsInbox:
         try:
             context = server_context(cert_file, key_file, client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise TransportConfigError("server certificate, key or client CA unreadable",
-                                       transport=_SCHEME) from exc
-        spool = DropBox(LocalFileSystem(fsync=fsync), str(spool_dir), settings,
-                        transport=_SCHEME,
-                        framed=True, pid_alive=pid_alive)
+            raise TransportConfigError(
+                "server certificate, key or client CA unreadable", transport=_SCHEME
+            ) from exc
+        spool = DropBox(
+            LocalFileSystem(fsync=fsync),
+            str(spool_dir),
+            settings,
+            transport=_SCHEME,
+            framed=True,
+            pid_alive=pid_alive,
+        )
         try:
             server = InboxServer(
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port if parts.port is not None else 443,
-                base_path=parts.path, ssl_context=context, spool=spool,
+                base_path=parts.path,
+                ssl_context=context,
+                spool=spool,
                 sender_of=cast(SenderOf | None, opts.function("sender_of")),
                 peer_of=cast(PeerOf, opts.function("peer_of") or default_peer_of),
                 backlog=cast(BacklogProbe | None, opts.function("backlog")),
                 max_backlog=opts.integer("max_backlog", 10_000, minimum=1),
                 retry_after=opts.integer("retry_after", 30, minimum=0),
-                max_size=opts.integer("max_size", 512 << 20, minimum=1),
+                max_size=max_size,
                 read_timeout=opts.number("read_timeout", 30.0, minimum=0.1),
                 max_connections=opts.integer("max_connections", 64, minimum=1),
             )
         except OSError as exc:
-            raise TransportConfigError(f"cannot listen on {parts.netloc} ({exc.errno})",
-                                       transport=_SCHEME) from exc
+            raise TransportConfigError(
+                f"cannot listen on {parts.netloc} ({exc.errno})", transport=_SCHEME
+            ) from exc
     opts.done()
     return HttpsInbox(spool_dir, server=server, settings=settings, poll_interval=poll_interval)
 
@@ -148,13 +165,28 @@ class HttpsOutbox(TransportBase):
 
     scheme: ClassVar[str] = _SCHEME
 
-    def __init__(self, url: str, *, cert_file: Path, key_file: Path, ca_file: Path,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0,
-                 write_timeout: float = 60.0, content_type: str = "application/jose") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        cert_file: Path,
+        key_file: Path,
+        ca_file: Path,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        write_timeout: float = 60.0,
+        content_type: str = "application/jose",
+    ) -> None:
         parts = urlsplit(url)
-        self.endpoint = urlunsplit((parts.scheme, parts.hostname or "" if parts.port is None
-                                    else f"{parts.hostname}:{parts.port}",
-                                    parts.path.rstrip("/"), "", ""))
+        self.endpoint = urlunsplit(
+            (
+                parts.scheme,
+                parts.hostname or "" if parts.port is None else f"{parts.hostname}:{parts.port}",
+                parts.path.rstrip("/"),
+                "",
+                "",
+            )
+        )
         self.target = f"{self.endpoint}/envelopes"
         self.content_type = content_type
         try:
@@ -162,37 +194,54 @@ class HttpsOutbox(TransportBase):
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(str(cert_file), str(key_file))
         except (OSError, ssl.SSLError) as exc:
-            raise TransportConfigError("client certificate, key or CA file unreadable",
-                                       transport=self.scheme, endpoint=self.endpoint) from exc
+            raise TransportConfigError(
+                "client certificate, key or CA file unreadable",
+                transport=self.scheme,
+                endpoint=self.endpoint,
+            ) from exc
         self._client = httpx.Client(
-            verify=context, http2=False, follow_redirects=False,
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout,
-                                  write=write_timeout, pool=connect_timeout),
+            verify=context,
+            http2=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(
+                connect=connect_timeout,
+                read=read_timeout,
+                write=write_timeout,
+                pool=connect_timeout,
+            ),
         )
         #: receipt id of the last accepted envelope (the peer's answer), for logs and tests
         self.last_receipt: str | None = None
 
     def send(self, item: Outbound) -> None:
-        headers = {"Idempotency-Key": item.envelope_id, "Content-Type": self.content_type,
-                   "Content-Length": str(item.size)}
+        headers = {
+            "Idempotency-Key": item.envelope_id,
+            "Content-Type": self.content_type,
+            "Content-Length": str(item.size),
+        }
         try:
             with item.stream() as source:
-                response = self._client.post(self.target, content=_chunks(source),
-                                             headers=headers)
+                response = self._client.post(self.target, content=_chunks(source), headers=headers)
         except httpx.ConnectError as exc:
-            if isinstance(exc.__context__, ssl.SSLCertVerificationError) or \
-                    "CERTIFICATE_VERIFY_FAILED" in repr(exc.__context__):
-                raise TransportConfigError("the server certificate is not trusted (ca_file)",
-                                           transport=self.scheme,
-                                           endpoint=self.endpoint) from exc
-            raise TransportUnavailable("cannot connect", transport=self.scheme,
-                                       endpoint=self.endpoint) from exc
+            if _caused_by(exc, ssl.SSLCertVerificationError):
+                raise TransportConfigError(
+                    "the server certificate is not trusted (ca_file)",
+                    transport=self.scheme,
+                    endpoint=self.endpoint,
+                ) from exc
+            raise TransportUnavailable(
+                "cannot connect", transport=self.scheme, endpoint=self.endpoint
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise TransportUnavailable(f"timed out ({type(exc).__name__})",
-                                       transport=self.scheme, endpoint=self.endpoint) from exc
+            raise TransportUnavailable(
+                f"timed out ({type(exc).__name__})", transport=self.scheme, endpoint=self.endpoint
+            ) from exc
         except (httpx.TransportError, OSError) as exc:
-            raise TransportUnavailable(f"connection failed ({type(exc).__name__})",
-                                       transport=self.scheme, endpoint=self.endpoint) from exc
+            raise TransportUnavailable(
+                f"connection failed ({type(exc).__name__})",
+                transport=self.scheme,
+                endpoint=self.endpoint,
+            ) from exc
         self._check(response)
 
     def _check(self, response: httpx.Response) -> None:
@@ -205,19 +254,31 @@ class HttpsOutbox(TransportBase):
             return
         reason = _reason_code(response)
         if status in (429, 503):
-            raise PeerBusy(f"peer busy (HTTP {status})", transport=self.scheme,
-                           endpoint=self.endpoint, status=status,
-                           retry_after=_retry_after(response))
+            raise PeerBusy(
+                f"peer busy (HTTP {status})",
+                transport=self.scheme,
+                endpoint=self.endpoint,
+                status=status,
+                retry_after=_retry_after(response),
+            )
         if status in (408,) or status >= 500:
-            raise TransportUnavailable(f"peer failed (HTTP {status})", transport=self.scheme,
-                                       endpoint=self.endpoint)
-        raise DeliveryRefused(f"peer refused the envelope (HTTP {status}, {reason})",
-                              transport=self.scheme, endpoint=self.endpoint, status=status,
-                              peer_reason=reason)
+            raise TransportUnavailable(
+                f"peer failed (HTTP {status})", transport=self.scheme, endpoint=self.endpoint
+            )
+        raise DeliveryRefused(
+            f"peer refused the envelope (HTTP {status}, {reason})",
+            transport=self.scheme,
+            endpoint=self.endpoint,
+            status=status,
+            peer_reason=reason,
+        )
 
     def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
-        raise TransportConfigError("an https outbox only sends; receive with listen=true",
-                                   transport=self.scheme, option="listen")
+        raise TransportConfigError(
+            "an https outbox only sends; receive with listen=true",
+            transport=self.scheme,
+            option="listen",
+        )
 
     def acknowledge(self, delivery: Delivery) -> None:
         self.receive(0)
@@ -230,6 +291,22 @@ class HttpsOutbox(TransportBase):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in the chain behind ``exc`` (httpx wraps httpcore's error, which
+    wraps the ``ssl`` module's): decided by type, never by the text of a message."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__]
+    return False
 
 
 def _chunks(source: BinaryIO) -> Iterator[bytes]:

@@ -18,12 +18,16 @@ Options (defaults):
     the identity this connection authenticates as; deliveries of what it sends carry it as
     ``Delivery.peer`` (stands in for an mTLS subject or SFTP user in tests).
 ``max_size`` (0 = unlimited)
-    larger envelopes raise :class:`EnvelopeTooLarge` (to mimic a broker limit).
+    larger envelopes raise :class:`EnvelopeTooLarge` on ``send()`` (to mimic a broker limit).
+``max_bytes`` (2 GiB)
+    largest envelope ``receive()`` hands out to be read; larger ones come out ``too_large``
+    and refuse to be read (:class:`DeliveryTooLarge`); ``reject()`` parks them in ``dead``.
 ``spool_threshold`` (1 MiB)
     envelopes above this are kept in a temporary file instead of memory.
 
-Errors: only :class:`EnvelopeTooLarge` and :class:`UnknownDelivery`; nothing here is
-recoverable because nothing here can fail transiently.
+Errors: only :class:`EnvelopeTooLarge`, :class:`DeliveryTooLarge` and
+:class:`UnknownDelivery`; nothing here is recoverable because nothing here can fail
+transiently.
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar
 from urllib.parse import urlsplit
 
-from adapters.transport._base import Delivery, Outbound, TransportBase, copy_stream
+from adapters.transport._base import (
+    DEFAULT_MAX_BYTES,
+    Delivery,
+    Outbound,
+    TransportBase,
+    copy_stream,
+)
 from adapters.transport._errors import EnvelopeTooLarge, UnknownDelivery
 from adapters.transport._options import Options, merge_query
 
@@ -143,14 +153,22 @@ class MemoryTransport(TransportBase):
 
     scheme: ClassVar[str] = "memory"
 
-    def __init__(self, name: str = "default", *, inbox: str | None = None,
-                 peer: str | None = None, max_size: int = 0,
-                 spool_threshold: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        inbox: str | None = None,
+        peer: str | None = None,
+        max_size: int = 0,
+        spool_threshold: int = 1 << 20,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.broker = broker(name or "default")
         self.inbox = inbox
         self.peer = peer
         self.max_size = max_size
         self.spool_threshold = spool_threshold
+        self.max_bytes = max_bytes
         self._held: dict[str, _Item] = {}
         self._closed = False
 
@@ -163,6 +181,7 @@ class MemoryTransport(TransportBase):
             peer=opts.optional_text("peer"),
             max_size=opts.integer("max_size", 0, minimum=0),
             spool_threshold=opts.integer("spool_threshold", 1 << 20, minimum=0),
+            max_bytes=opts.integer("max_bytes", DEFAULT_MAX_BYTES, minimum=1),
         )
         opts.done()
         return transport
@@ -224,11 +243,18 @@ class MemoryTransport(TransportBase):
                 item.handed_out += 1
                 self.broker.in_flight[delivery_id] = item
                 self._held[delivery_id] = item
-                out.append(Delivery(
-                    delivery_id=delivery_id, envelope_id=item.envelope_id, size=item.size,
-                    peer=item.peer, transport=self.scheme, opener=item.open,
-                    redelivered=item.handed_out > 1,
-                ))
+                out.append(
+                    Delivery(
+                        delivery_id=delivery_id,
+                        envelope_id=item.envelope_id,
+                        size=item.size,
+                        peer=item.peer,
+                        transport=self.scheme,
+                        opener=item.open,
+                        redelivered=item.handed_out > 1,
+                        max_bytes=self.max_bytes,
+                    )
+                )
         return out
 
     def _take(self, delivery: Delivery) -> _Item:
@@ -268,4 +294,3 @@ class MemoryTransport(TransportBase):
                 self.broker.in_flight.pop(delivery_id, None)
                 self.broker.queues.setdefault(item.recipient, deque()).appendleft(item)
             self.broker.condition.notify_all()
-

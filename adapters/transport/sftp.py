@@ -23,7 +23,9 @@ URL: ``sftp://user[:key-passphrase]@host[:port]/absolute/folder``
 
 Options (defaults): the file-drop options ``complete``, ``marker_suffix``, ``settle_seconds``,
 ``suffix`` (``.env``), ``worker``, ``claim_timeout`` (900 s, against the server's clock),
-``on_ack`` (``move``), ``poll_interval`` (1 s); and
+``on_ack`` (``move``), ``max_bytes`` (2 GiB: a larger file, by its SFTP attributes or as read,
+is refused unread and parked in ``.failed`` with reason ``envelope-too-large``),
+``poll_interval`` (1 s); and
 
 ``key_file`` (required)             private key (OpenSSH/PEM; Ed25519, ECDSA or RSA)
 ``known_hosts`` (``~/.ssh/known_hosts``)  host keys to trust
@@ -72,17 +74,45 @@ R = TypeVar("R")
 
 # connection-level failures: the session is gone, a new one may work
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    paramiko.SSHException, EOFError, ConnectionError, TimeoutError, socket.timeout,
+    paramiko.SSHException,
+    EOFError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
 )
 _SFTP_REQUEST = 32 * 1024  # paramiko's (and OpenSSH's safe) request size
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """The server's host is not in known_hosts at all (raised by :class:`_RefuseUnknownHost`)."""
+
+
+class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
+    """paramiko's ``RejectPolicy``, but with an exception type of our own: an unknown host is
+    told apart from other SSH failures by its type, not by the text of paramiko's message."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise _UnknownHostKey(f"host key of {hostname} ({key.get_name()}) is not known")
 
 
 class _Session:
     """One SSH connection with its SFTP channel; reconnects in ``call`` (the one retry place)."""
 
-    def __init__(self, *, host: str, port: int, user: str, key_file: Path,
-                 passphrase: str | None, known_hosts: Path, timeout: float, retries: int,
-                 retry_interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        key_file: Path,
+        passphrase: str | None,
+        known_hosts: Path,
+        timeout: float,
+        retries: int,
+        retry_interval: float,
+    ) -> None:
         self.host, self.port, self.user = host, port, user
         self.key_file, self.passphrase = key_file, passphrase
         self.known_hosts = known_hosts
@@ -99,14 +129,25 @@ class _Session:
         try:
             client.load_host_keys(str(self.known_hosts))
         except OSError as exc:
-            raise TransportConfigError("known_hosts file cannot be read", transport="sftp",
-                                       endpoint=self.endpoint, option="known_hosts") from exc
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            raise TransportConfigError(
+                "known_hosts file cannot be read",
+                transport="sftp",
+                endpoint=self.endpoint,
+                option="known_hosts",
+            ) from exc
+        client.set_missing_host_key_policy(_RefuseUnknownHost())
         try:
             client.connect(
-                self.host, port=self.port, username=self.user, key_filename=str(self.key_file),
-                passphrase=self.passphrase, look_for_keys=False, allow_agent=False,
-                timeout=self.timeout, banner_timeout=self.timeout, auth_timeout=self.timeout,
+                self.host,
+                port=self.port,
+                username=self.user,
+                key_filename=str(self.key_file),
+                passphrase=self.passphrase,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
                 channel_timeout=self.timeout,
             )
             transport = client.get_transport()
@@ -118,25 +159,39 @@ class _Session:
             sftp.get_channel().settimeout(self.timeout)  # type: ignore[union-attr]
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise TransportConfigError("the server's host key does not match known_hosts",
-                                       transport="sftp", endpoint=self.endpoint,
-                                       option="known_hosts") from exc
+            raise TransportConfigError(
+                "the server's host key does not match known_hosts",
+                transport="sftp",
+                endpoint=self.endpoint,
+                option="known_hosts",
+            ) from exc
+        except _UnknownHostKey as exc:
+            client.close()
+            raise TransportConfigError(
+                "the server's host key is not in known_hosts",
+                transport="sftp",
+                endpoint=self.endpoint,
+                option="known_hosts",
+            ) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
-            raise TransportConfigError("login refused (key not accepted)", transport="sftp",
-                                       endpoint=self.endpoint, option="key_file") from exc
-        except paramiko.SSHException as exc:
+            raise TransportConfigError(
+                "login refused (key not accepted)",
+                transport="sftp",
+                endpoint=self.endpoint,
+                option="key_file",
+            ) from exc
+        except paramiko.SSHException:
             client.close()
-            if "known_hosts" in str(exc) or "not found in" in str(exc):
-                # paramiko's RejectPolicy: the host is not in known_hosts at all
-                raise TransportConfigError("the server's host key is not in known_hosts",
-                                           transport="sftp", endpoint=self.endpoint,
-                                           option="known_hosts") from exc
             raise
         except (FileNotFoundError, PermissionError) as exc:
             client.close()
-            raise TransportConfigError("the private key file cannot be read", transport="sftp",
-                                       endpoint=self.endpoint, option="key_file") from exc
+            raise TransportConfigError(
+                "the private key file cannot be read",
+                transport="sftp",
+                endpoint=self.endpoint,
+                option="key_file",
+            ) from exc
         self._client, self._sftp = client, sftp
         return sftp
 
@@ -168,30 +223,41 @@ class _Session:
             except _CONNECTION_ERRORS as exc:
                 self.close()
                 if attempt >= self.retries:
-                    raise TransportUnavailable(f"{what}: connection lost ({type(exc).__name__})",
-                                               transport="sftp", endpoint=self.endpoint) from exc
+                    raise TransportUnavailable(
+                        f"{what}: connection lost ({type(exc).__name__})",
+                        transport="sftp",
+                        endpoint=self.endpoint,
+                    ) from exc
                 time.sleep(self.retry_interval * attempt)
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EPERM):
-                    raise TransportConfigError(f"{what}: permission denied on the server",
-                                               transport="sftp", endpoint=self.endpoint) from exc
+                    raise TransportConfigError(
+                        f"{what}: permission denied on the server",
+                        transport="sftp",
+                        endpoint=self.endpoint,
+                    ) from exc
                 if exc.errno is None and not self._transport_active():
                     # paramiko's Channel raises a bare OSError("Socket is closed") when the
                     # connection died under a write: a lost connection, so resume like one.
                     self.close()
                     if attempt >= self.retries:
-                        raise TransportUnavailable(f"{what}: connection lost (socket closed)",
-                                                   transport="sftp",
-                                                   endpoint=self.endpoint) from exc
+                        raise TransportUnavailable(
+                            f"{what}: connection lost (socket closed)",
+                            transport="sftp",
+                            endpoint=self.endpoint,
+                        ) from exc
                     time.sleep(self.retry_interval * attempt)
                     continue
-                if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or \
-                        exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or exc.errno in (
+                    errno.ECONNREFUSED,
+                    errno.EHOSTUNREACH,
+                    errno.ENETUNREACH,
+                ):
                     self.close()
                     if attempt >= self.retries:
-                        raise TransportUnavailable(f"{what}: server unreachable",
-                                                   transport="sftp",
-                                                   endpoint=self.endpoint) from exc
+                        raise TransportUnavailable(
+                            f"{what}: server unreachable", transport="sftp", endpoint=self.endpoint
+                        ) from exc
                     time.sleep(self.retry_interval * attempt)
                     continue
                 raise
@@ -228,8 +294,9 @@ class _ReadAhead:
     only then: what is held is bounded by ``depth`` requests plus the SSH channel window.
     """
 
-    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, start: int, end: int,
-                 depth: int) -> None:
+    def __init__(
+        self, sftp: paramiko.SFTPClient, handle: bytes, start: int, end: int, depth: int
+    ) -> None:
         self._sftp = cast(_PrivateSftp, sftp)
         self._handle = handle
         self._next, self._end, self._depth = start, end, depth
@@ -241,8 +308,9 @@ class _ReadAhead:
     def _send(self) -> None:
         while len(self._sent) < self._depth and self._next < self._end:
             length = min(_SFTP_REQUEST, self._end - self._next)
-            num = self._sftp._async_request(self, CMD_READ, self._handle, int64(self._next),
-                                            int(length))
+            num = self._sftp._async_request(
+                self, CMD_READ, self._handle, int64(self._next), int(length)
+            )
             self._sent.append((num, self._next, length))
             self._next += length
 
@@ -283,8 +351,7 @@ class _ReadAhead:
 class _WindowReader(io.RawIOBase):
     """Reads a remote file front to back with up to ``window`` bytes of requests in flight."""
 
-    def __init__(self, session: _Session, path: str, window: int,
-                 size: int | None = None) -> None:
+    def __init__(self, session: _Session, path: str, window: int, size: int | None = None) -> None:
         self._session, self._path, self._window = session, path, window
         self._file: paramiko.SFTPFile | None = None
         self._ahead: _ReadAhead | None = None
@@ -296,6 +363,7 @@ class _WindowReader(io.RawIOBase):
 
     def _open(self) -> paramiko.SFTPFile:
         if self._file is None:
+
             def op(sftp: paramiko.SFTPClient) -> paramiko.SFTPFile:
                 handle = sftp.open(self._path, "rb")
                 if self._size < 0:
@@ -332,14 +400,22 @@ class _WindowReader(io.RawIOBase):
             self._next_chunk()
         except _CONNECTION_ERRORS as exc:
             # mid-stream: no retry here; the delivery stays claimed and comes again
-            raise TransportUnavailable(f"download: connection lost ({type(exc).__name__})",
-                                       transport="sftp", endpoint=self._session.endpoint) from exc
+            raise TransportUnavailable(
+                f"download: connection lost ({type(exc).__name__})",
+                transport="sftp",
+                endpoint=self._session.endpoint,
+            ) from exc
 
     def _next_chunk(self) -> None:
         if self._ahead is None:
             handle = self._open()
-            self._ahead = _ReadAhead(handle.sftp, cast(bytes, handle.handle), self._pos,
-                                     self._size, max(1, self._window // _SFTP_REQUEST))
+            self._ahead = _ReadAhead(
+                handle.sftp,
+                cast(bytes, handle.handle),
+                self._pos,
+                self._size,
+                max(1, self._window // _SFTP_REQUEST),
+            )
         offset, data, asked = self._ahead.take()
         if len(data) < asked:
             # a server may answer with fewer bytes than asked (draft-ietf-secsh-filexfer-02
@@ -352,7 +428,7 @@ class _WindowReader(io.RawIOBase):
         if self._taken >= len(self._buffer):
             self._fill()
         n = min(len(target), len(self._buffer) - self._taken)
-        target[:n] = self._buffer[self._taken:self._taken + n]
+        target[:n] = self._buffer[self._taken : self._taken + n]
         self._taken += n
         return n
 
@@ -382,8 +458,12 @@ class SftpFileSystem:
                 attrs = sftp.listdir_attr(path)
             except FileNotFoundError:
                 return []
-            return [Entry(a.filename, a.st_size or 0, float(a.st_mtime or 0),
-                          stat.S_ISREG(a.st_mode or 0)) for a in attrs]
+            return [
+                Entry(
+                    a.filename, a.st_size or 0, float(a.st_mtime or 0), stat.S_ISREG(a.st_mode or 0)
+                )
+                for a in attrs
+            ]
 
         return self.session.call(op, "list")
 
@@ -459,6 +539,7 @@ class SftpFileSystem:
 
     def now(self) -> float:
         """The server's clock: mtime of a file just touched there (claims age by it)."""
+
         def op(sftp: paramiko.SFTPClient) -> float:
             with sftp.open(posixpath.join(self.clock_dir, self._clock), "wb"):
                 pass
@@ -467,8 +548,12 @@ class SftpFileSystem:
         return self.session.call(op, "clock")
 
     def open_read(self, path: str) -> BinaryIO:
-        return cast(BinaryIO, io.BufferedReader(_WindowReader(self.session, path, self.window),
-                                                buffer_size=CHUNK_SIZE))
+        return cast(
+            BinaryIO,
+            io.BufferedReader(
+                _WindowReader(self.session, path, self.window), buffer_size=CHUNK_SIZE
+            ),
+        )
 
     def open_write(self, path: str, *, append: bool) -> BinaryIO:
         def op(sftp: paramiko.SFTPClient) -> paramiko.SFTPFile:
@@ -497,8 +582,16 @@ class SftpTransport(TransportBase):
 
     scheme: ClassVar[str] = "sftp"
 
-    def __init__(self, session: _Session, directory: str, settings: DropSettings, *,
-                 peer: str | None, window: int, poll_interval: float) -> None:
+    def __init__(
+        self,
+        session: _Session,
+        directory: str,
+        settings: DropSettings,
+        *,
+        peer: str | None,
+        window: int,
+        poll_interval: float,
+    ) -> None:
         self.session = session
         self.directory = directory
         self.poll_interval = poll_interval
@@ -514,21 +607,26 @@ class SftpTransport(TransportBase):
     def from_url(cls, url: str, **options: object) -> SftpTransport:
         parts = urlsplit(url)
         if not parts.hostname or not parts.username:
-            raise TransportConfigError("URL must be sftp://user@host[:port]/folder",
-                                       transport=cls.scheme)
+            raise TransportConfigError(
+                "URL must be sftp://user@host[:port]/folder", transport=cls.scheme
+            )
         path = unquote(parts.path) or "/"
         if not path.startswith("/"):
-            raise TransportConfigError("the folder must be an absolute path",
-                                       transport=cls.scheme)
+            raise TransportConfigError("the folder must be an absolute path", transport=cls.scheme)
         opts = Options(cls.scheme, merge_query(url, options))
         settings = DropSettings.take(opts)
         key_file = opts.path("key_file")
         if key_file is None:
-            raise TransportConfigError("option key_file is required (key login only)",
-                                       transport=cls.scheme, option="key_file")
+            raise TransportConfigError(
+                "option key_file is required (key login only)",
+                transport=cls.scheme,
+                option="key_file",
+            )
         known_hosts = opts.path("known_hosts") or Path("~/.ssh/known_hosts").expanduser()
         session = _Session(
-            host=parts.hostname, port=parts.port or 22, user=unquote(parts.username),
+            host=parts.hostname,
+            port=parts.port or 22,
+            user=unquote(parts.username),
             key_file=key_file,
             passphrase=unquote(parts.password) if parts.password else None,
             known_hosts=known_hosts,
@@ -540,8 +638,7 @@ class SftpTransport(TransportBase):
         window = opts.integer("window", 2 << 20, minimum=_SFTP_REQUEST)
         poll_interval = opts.number("poll_interval", 1.0, minimum=0.01)
         opts.done()
-        return cls(session, path, settings, peer=peer, window=window,
-                   poll_interval=poll_interval)
+        return cls(session, path, settings, peer=peer, window=window, poll_interval=poll_interval)
 
     # Each operation runs as one outermost session call: a dropped connection reconnects and
     # repeats it (an upload then resumes from the size already on the server).
@@ -552,7 +649,8 @@ class SftpTransport(TransportBase):
     def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
         return self.session.call(
             lambda _: self.box.receive(max_items, timeout, poll_interval=self.poll_interval),
-            "receive")
+            "receive",
+        )
 
     def acknowledge(self, delivery: Delivery) -> None:
         self.session.call(lambda _: self.box.acknowledge(delivery), "acknowledge")
@@ -575,4 +673,3 @@ class SftpTransport(TransportBase):
             self.box.release_all()
             self.fs.remove(posixpath.join(self.box.tmp, self.fs._clock))
         self.session.close()
-

@@ -3,28 +3,75 @@
 Invariant (DESIGN.md, "Message life cycle" 1): an envelope is in the ledger — committed,
 raw bytes stored encrypted — *before* its transport is acknowledged. A crash in between makes
 the transport deliver it again; the ledger recognises the same bytes (SHA-256, unique) and
-stores nothing twice, and the redelivery is acknowledged. If the ledger cannot take the batch,
-the deliveries are released so they come back.
+stores nothing twice, and the redelivery is acknowledged. If the ledger cannot take a unit,
+every delivery not yet acknowledged is released so it comes back.
+
+Memory: a delivery above the transport's ``max_bytes`` is never read: it is parked in the
+transport's failed place with reason ``envelope-too-large`` (so is one that grows beyond it
+while it is read). Small deliveries (up to ``SPOOL_ABOVE``) are read into memory and stored
+together, at most ``UNIT_BYTES`` per ledger unit. Larger ones are copied in chunks to a
+temporary file in the runtime's scratch folder (constant memory while the transport is read;
+the envelope ID is peeked from the file) and stored one per unit, so a batch holds at most
+one large envelope at a time — whole, only because the ledger takes an envelope as one
+``bytes`` object today (:func:`_envelope_bytes`, the one place that reads a spool back).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from adapters.envelope import Malformed, peek_envelope
-from adapters.transport import Delivery, Transport
+from adapters.transport import (
+    CHUNK_SIZE,
+    Delivery,
+    DeliveryTooLarge,
+    Transport,
+    TransportUnavailable,
+)
 from kcbus.ledger import NewEnvelope
 from kcbus.pipeline._common import StageCounts
 from kcbus.pipeline._runtime import Runtime
+from xoev import TransientFault
 
-__all__ = ["receive_batch"]
+__all__ = ["SPOOL_ABOVE", "UNIT_BYTES", "ScratchUnavailable", "receive_batch"]
+
+log = logging.getLogger(__name__)
+
+#: Deliveries larger than this (or of unknown size) go through a scratch file.
+SPOOL_ABOVE = 8 << 20
+#: In-memory deliveries are stored in ledger units of at most about this many bytes.
+UNIT_BYTES = 64 << 20
 
 
-def _envelope_id(delivery: Delivery, data: bytes) -> str | None:
-    try:
-        return peek_envelope(data).envelope_id or delivery.envelope_id
-    except Malformed:
-        return delivery.envelope_id
+class ScratchUnavailable(TransientFault):
+    """The scratch folder cannot take a delivery (disk full, permissions): our side, not the
+    partner's; the batch is released and comes again."""
+
+    reason_code = "scratch-unavailable"
+
+
+@dataclass
+class _Taken:
+    """One delivery, read: its bytes in memory, or a spool file positioned at the start."""
+
+    delivery: Delivery
+    envelope_id: str | None
+    data: bytes | None = None
+    spool: BinaryIO | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.delivery.size
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
 
 def receive_batch(
@@ -37,56 +84,170 @@ def receive_batch(
 ) -> StageCounts:
     counts = StageCounts()
     deliveries = transport.receive(max_items, timeout)
-    if not deliveries:
-        return counts
-    readable = _readable(transport, deliveries, counts)
+    settled: set[str] = set()  # acknowledged or parked: not to be released
+    group: list[_Taken] = []
     try:
-        items = []
-        for delivery, data in readable:
-            items.append(
-                NewEnvelope(
-                    data=data,
-                    envelope_id=_envelope_id(delivery, data),
-                    source=source or delivery.transport,
-                    peer=delivery.peer,
-                )
-            )
-        with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
-            ids = unit.receive(items)
+        group_bytes = 0
+        for delivery in deliveries:
+            taken = _take(rt, transport, delivery, counts)
+            if taken is None:
+                settled.add(delivery.delivery_id)
+                continue
+            if taken.spool is not None:
+                _store(rt, transport, [taken], source, counts, settled)
+                continue
+            group.append(taken)
+            group_bytes += taken.size
+            if group_bytes >= UNIT_BYTES:
+                _store(rt, transport, group, source, counts, settled)
+                group, group_bytes = [], 0
+        _store(rt, transport, group, source, counts, settled)
     except BaseException:
-        for delivery, _ in readable:
-            # If even this fails, the transport redelivers unacknowledged items anyway.
-            with contextlib.suppress(Exception):
-                transport.release(delivery)
+        for delivery in deliveries:
+            if delivery.delivery_id not in settled:
+                # If even this fails, the transport redelivers unacknowledged items anyway.
+                with contextlib.suppress(Exception):
+                    transport.release(delivery)
         raise
-    for delivery, _ in readable:
-        transport.acknowledge(delivery)
-    counts.received = sum(1 for i in ids if i is not None)
+    finally:
+        for taken in group:
+            taken.close()
     return counts
 
 
-def _readable(
-    transport: Transport, deliveries: list[Delivery], counts: StageCounts
-) -> list[tuple[Delivery, bytes]]:
-    """Read each delivery; park the ones that cannot be read as what they claim to be.
+def _take(
+    rt: Runtime, transport: Transport, delivery: Delivery, counts: StageCounts
+) -> _Taken | None:
+    """Read one delivery; park it (and return ``None``) if it is too large or cannot be read
+    as what it claims to be.
 
     A drop-folder file swapped for a symlink or a folder after listing (the file adapters
-    refuse to follow it) would otherwise fail the whole batch on every pass. It goes to the
-    transport's failed place (nothing is lost; an operator sees it); the others go on.
-    Connection losses are not this: they propagate, and the batch is released for a retry.
+    refuse to follow it) would otherwise fail the whole batch on every pass; so would an
+    envelope above the transport's limit. They go to the transport's failed place (nothing is
+    lost; an operator sees them); the others go on. Connection losses are not this: they
+    propagate, and the batch is released for a retry.
     """
-    readable = []
-    for delivery in deliveries:
-        try:
+    try:
+        if delivery.too_large:
+            raise DeliveryTooLarge(
+                transport=delivery.transport,
+                delivery_id=delivery.delivery_id,
+                size=delivery.size,
+                limit=delivery.max_bytes or 0,
+            )
+        if 0 <= delivery.size <= SPOOL_ABOVE:
             data = delivery.read()
-        except (ConnectionError, TimeoutError):
-            for taken in deliveries:
-                with contextlib.suppress(Exception):
-                    transport.release(taken)
+            return _Taken(delivery, _envelope_id(delivery, data), data=data)
+        spool = _spool(rt, delivery)
+        try:
+            envelope_id = _envelope_id(delivery, spool)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
             raise
-        except OSError:
-            transport.reject(delivery, "unreadable-delivery")
-            counts.rejected += 1
-            continue
-        readable.append((delivery, data))
-    return readable
+        return _Taken(delivery, envelope_id, spool=spool)
+    except DeliveryTooLarge as exc:
+        log.warning(
+            "receive: %s delivery %s is larger than %d bytes (%d seen); parked",
+            delivery.transport,
+            delivery.delivery_id,
+            exc.limit,
+            exc.size,
+        )
+        _park(transport, delivery, exc.reason_code, counts)
+    except (ConnectionError, TimeoutError, TransportUnavailable, ScratchUnavailable):
+        raise
+    except OSError as exc:
+        log.warning(
+            "receive: %s delivery %s cannot be read (errno %s); parked",
+            delivery.transport,
+            delivery.delivery_id,
+            exc.errno,
+        )
+        _park(transport, delivery, "unreadable-delivery", counts)
+    return None
+
+
+def _park(transport: Transport, delivery: Delivery, reason_code: str, counts: StageCounts) -> None:
+    transport.reject(delivery, reason_code)
+    counts.rejected += 1
+
+
+def _spool(rt: Runtime, delivery: Delivery) -> BinaryIO:
+    """Copy a delivery in chunks into an anonymous file in scratch (gone when closed).
+
+    Errors of the scratch side become :class:`ScratchUnavailable`, so that only errors of
+    reading the delivery count against it."""
+    try:
+        if rt.scratch is not None:
+            os.makedirs(rt.scratch, exist_ok=True)
+        spool = tempfile.TemporaryFile(prefix="kcbus-receive-", dir=rt.scratch)  # noqa: SIM115 - closed by _Taken
+    except OSError as exc:
+        raise ScratchUnavailable(f"scratch folder unusable (errno {exc.errno})") from exc
+    try:
+        with delivery.open() as src:
+            while chunk := src.read(CHUNK_SIZE):
+                try:
+                    spool.write(chunk)
+                except OSError as exc:
+                    raise ScratchUnavailable(
+                        f"scratch folder cannot take {delivery.delivery_id} (errno {exc.errno})"
+                    ) from exc
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _envelope_id(delivery: Delivery, source: bytes | BinaryIO) -> str | None:
+    try:
+        return peek_envelope(source).envelope_id or delivery.envelope_id
+    except Malformed:
+        return delivery.envelope_id
+
+
+def _envelope_bytes(spool: BinaryIO) -> bytes:
+    """The ledger takes an envelope as one ``bytes`` object (``NewEnvelope.data``): the one
+    place where the receive stage holds a large envelope whole. A ledger that took a stream
+    (hash and encrypt in chunks) would make the whole stage constant in memory."""
+    return spool.read()
+
+
+def _store(
+    rt: Runtime,
+    transport: Transport,
+    taken: Sequence[_Taken],
+    source: str | None,
+    counts: StageCounts,
+    settled: set[str],
+) -> None:
+    """One ledger unit for ``taken``, then acknowledge each (the ledger commit comes first)."""
+    if not taken:
+        return
+    try:
+        items = [
+            NewEnvelope(
+                data=each.data if each.data is not None else _envelope_bytes(_spool_of(each)),
+                envelope_id=each.envelope_id,
+                source=source or each.delivery.transport,
+                peer=each.delivery.peer,
+            )
+            for each in taken
+        ]
+        for each in taken:
+            each.close()  # the bytes are in ``items`` now; the spool file can go
+        with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
+            ids = unit.receive(items)
+    finally:
+        for each in taken:
+            each.close()
+    for each in taken:
+        transport.acknowledge(each.delivery)
+        settled.add(each.delivery.delivery_id)
+    counts.received += sum(1 for i in ids if i is not None)
+
+
+def _spool_of(taken: _Taken) -> BinaryIO:
+    assert taken.spool is not None
+    return taken.spool
