@@ -26,12 +26,21 @@ another site cannot post ``application/json`` without a CORS preflight, so the A
 cookie alone never triggers an action (CSRF); every action also needs a reason.
 
 Status codes: 401 no login, 403 not allowed (or content refused), 404 unknown message,
-409 too many messages for one bulk action, 422 bad parameters, 503 ledger not configured or
-unreachable. Error bodies are ``{"detail": text}`` with IDs only, never content.
+409 too many messages for one bulk action (or an action the ledger refuses), 422 bad
+parameters, 503 ledger not configured or unreachable.
+
+Error bodies are ``{"detail": text, "code": code}``: ``code`` is stable (``login-required``,
+``forbidden``, ``not-found``, ``too-many-messages``, ``bad-request``, ``not-configured``,
+``unavailable``, or the kcbus reason code of a refused action) and the page may branch on it;
+``detail`` is for people and carries IDs, counts and partner names only. A server-side error
+(configuration, ledger, transport) is answered with a generic text: its own text may name
+server paths or URLs, so it goes to the API server's log instead (URLs redacted, no
+traceback: a driver's text may quote SQL parameters).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -42,6 +51,7 @@ from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kcbus.airflow.ui._access import Operator, airflow_user
 from kcbus.airflow.ui._models import (
@@ -57,9 +67,12 @@ from kcbus.airflow.ui._models import (
 )
 from kcbus.airflow.ui._settings import UiSettings
 from kcbus.airflow.ui._store import MessageFilter, MessageStore, TaskRef
+from kcbus.config import redact_urls
 from xoev import ConfigurationError, KcbusError, TransientFault
 
-__all__ = ["STATUSES", "create_app"]
+__all__ = ["STATUSES", "ApiError", "create_app"]
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -86,6 +99,44 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+#: The code of an error body when the raiser named none, by HTTP status.
+_CODES = {
+    401: "login-required",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    422: "bad-request",
+    503: "unavailable",
+}
+_NOT_CONFIGURED = "kcbus is not configured correctly on the server; the API server's log says why"
+_UNAVAILABLE = "the ledger cannot be reached right now; try again in a moment"
+_REFUSED = "the ledger refused this action; the API server's log says why"
+
+
+class ApiError(HTTPException):
+    """An HTTP error with a stable ``code`` for the body (see the module docstring)."""
+
+    def __init__(self, status_code: int, code: str, detail: str) -> None:
+        super().__init__(status_code, detail)
+        self.code = code
+
+
+def _error_body(code: str, detail: object) -> dict[str, object]:
+    return {"detail": detail, "code": code}
+
+
+def _public_error(exc: KcbusError) -> tuple[int, str, str]:
+    """(status, code, text) the caller sees for a kcbus error."""
+    from kcbus._errors import NotFound
+
+    if isinstance(exc, NotFound):
+        return status.HTTP_404_NOT_FOUND, "not-found", f"no message {exc.ref} in the ledger"
+    if isinstance(exc, ConfigurationError):
+        return status.HTTP_503_SERVICE_UNAVAILABLE, "not-configured", _NOT_CONFIGURED
+    if isinstance(exc, TransientFault):
+        return status.HTTP_503_SERVICE_UNAVAILABLE, "unavailable", _UNAVAILABLE
+    return status.HTTP_409_CONFLICT, exc.reason_code, _REFUSED
 
 
 class _LazyStore:
@@ -146,10 +197,9 @@ async def _operator(
 
 
 def _store(request: Request) -> MessageStore:
-    try:
-        return _context(request).store()
-    except ConfigurationError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    # A ConfigurationError (no config, unreadable key file, bad ledger URL) goes to the
+    # KcbusError handler: 503 with a generic text, the detail in the server's log.
+    return _context(request).store()
 
 
 OperatorDep = Annotated[Operator, Depends(_operator)]
@@ -179,15 +229,30 @@ def create_app(
 
     @app.exception_handler(KcbusError)
     async def _kcbus_error(request: Request, exc: KcbusError) -> JSONResponse:
-        from kcbus._errors import NotFound
+        status_code, code, text = _public_error(exc)
+        if status_code != status.HTTP_404_NOT_FOUND:
+            # Error texts carry IDs, paths and partners, never content (xoev._errors); URLs
+            # may hold credentials, hence redacted. No traceback: a chained driver error may
+            # quote SQL parameters.
+            cause = exc.__cause__
+            log.warning(
+                "kcbus operator API: %s %s answered %d %s: %s: %s%s",
+                request.method,
+                request.url.path,
+                status_code,
+                code,
+                type(exc).__name__,
+                redact_urls(str(exc)),
+                f" (caused by {type(cause).__name__})" if cause is not None else "",
+            )
+        return JSONResponse(_error_body(code, text), status_code=status_code)
 
-        if isinstance(exc, NotFound):
-            code = status.HTTP_404_NOT_FOUND
-        elif isinstance(exc, TransientFault | ConfigurationError):
-            code = status.HTTP_503_SERVICE_UNAVAILABLE
-        else:
-            code = status.HTTP_409_CONFLICT
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = exc.code if isinstance(exc, ApiError) else _CODES.get(exc.status_code, "error")
+        return JSONResponse(
+            _error_body(code, exc.detail), status_code=exc.status_code, headers=exc.headers
+        )
 
     # ------------------------------------------------------------------------------- page
 
@@ -329,8 +394,9 @@ def create_app(
         )
         page = store.search(where, limit=body.max_messages, offset=0, count_limit=COUNT_LIMIT)
         if page.total > body.max_messages:
-            raise HTTPException(
+            raise ApiError(
                 status.HTTP_409_CONFLICT,
+                "too-many-messages",
                 f"{'more than ' if page.total_capped else ''}{page.total} messages match, "
                 f"more than max_messages={body.max_messages}: narrow the filter",
             )

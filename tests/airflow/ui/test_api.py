@@ -61,6 +61,7 @@ def test_every_endpoint_refuses_anonymous_callers(
 ) -> None:
     response = anonymous.request(method, API + path, json=body)
     assert response.status_code == 401
+    assert response.json()["code"] == "login-required"
 
 
 def test_a_forged_token_is_refused(ui_world: UiWorld) -> None:
@@ -329,6 +330,10 @@ def test_op_resends_all_dead_messages_matching_a_filter(
     too_many = op.post(f"{API}/resend", json={"reason": "b is back", "flow": flow,
                                               "max_messages": 2})
     assert too_many.status_code == 409
+    assert too_many.json() == {
+        "code": "too-many-messages",
+        "detail": "4 messages match, more than max_messages=2: narrow the filter",
+    }
     # A filter field the server does not know is refused, not ignored (it would widen it).
     unknown = op.post(f"{API}/resend", json={"reason": "b is back", "flow": flow,
                                              "partner": "a"})
