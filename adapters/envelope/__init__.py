@@ -10,7 +10,8 @@ The public face:
 * :func:`open_label` / :func:`forward_content` — the bus's side of end-to-end mode: verify the
   sender from the routing label, pass the content on unread.
 * :func:`peek_envelope` — the envelope ID without keys, for deduplication.
-* :class:`Keystore` — our identities and partners' public keys; rotation, revocation.
+* :class:`Keystore` — our identities and partners' public keys; rotation, revocation,
+  pruning, passphrase change; :func:`passphrase_from_environment` (env, file, prompt).
 * :class:`ReplayGuard` — the protocol the ledger implements; :class:`InMemoryReplayGuard`.
 
 Wire format: see ``_seal`` (JWS/JWE headers), ``_container`` (the file holding label, content
@@ -37,8 +38,23 @@ from adapters.envelope._errors import (
     WrongRecipient,
 )
 from adapters.envelope._forward import forward_content
-from adapters.envelope._keys import DEFAULT_OVERLAP, DEFAULT_VALIDITY, PROFILES, KeyInfo, Profile
-from adapters.envelope._keystore import PASSPHRASE_ENV, Keystore, PassphraseSource
+from adapters.envelope._keys import (
+    DEFAULT_OVERLAP,
+    DEFAULT_PRUNE_GRACE,
+    DEFAULT_VALIDITY,
+    PROFILES,
+    KeyInfo,
+    Profile,
+)
+from adapters.envelope._keystore import (
+    PASSPHRASE_ENV,
+    PASSPHRASE_FILE_ENV,
+    Keystore,
+    PassphraseSource,
+    PrunedKey,
+    passphrase_from_environment,
+    read_passphrase_file,
+)
 from adapters.envelope._model import (
     Attachment,
     ManifestEntry,
@@ -62,8 +78,10 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_SKEW",
     "DEFAULT_OVERLAP",
+    "DEFAULT_PRUNE_GRACE",
     "DEFAULT_VALIDITY",
     "PASSPHRASE_ENV",
+    "PASSPHRASE_FILE_ENV",
     "PROFILES",
     "Attachment",
     "AttachmentChanged",
@@ -84,6 +102,7 @@ __all__ = [
     "OpenedLabel",
     "PassphraseSource",
     "Profile",
+    "PrunedKey",
     "ReplayGuard",
     "Replayed",
     "RevokedKey",
@@ -98,6 +117,8 @@ __all__ = [
     "forward_content",
     "open_envelope",
     "open_label",
+    "passphrase_from_environment",
     "peek_envelope",
+    "read_passphrase_file",
     "seal",
 ]

@@ -16,6 +16,14 @@ that imports a set also learns rotations and revocations.
 A key is usable for an envelope when it is not revoked and ``nbf <= created < exp``, where
 ``created`` is the envelope's signed creation time: an envelope sealed with the old key shortly
 before a rotation still opens during the overlap.
+
+Pruning (:func:`prunable`): a key is *retired* from the moment it was revoked or expired,
+whichever came first (a rotation already moved ``exp`` to the end of its overlap window). An
+envelope can still arrive up to ``max_age + max_skew`` after it was sealed
+(``adapters.envelope._replay``), so a retired key's private half may go only after that grace
+has passed too. The public half of a key must outlive its revocation: exported key sets carry
+the revocation to partners until the key would have expired anyway, so a revoked key's public
+JWK goes only after ``exp + grace`` (never, if it has no ``exp``).
 """
 
 from __future__ import annotations
@@ -25,15 +33,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from adapters.envelope._jose import JSON
+from adapters.envelope._replay import DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW
 
 __all__ = [
     "DEFAULT_OVERLAP",
+    "DEFAULT_PRUNE_GRACE",
     "DEFAULT_VALIDITY",
     "PROFILES",
     "KeyInfo",
     "Profile",
     "Use",
     "from_ts",
+    "prunable",
     "to_ts",
 ]
 
@@ -48,6 +59,8 @@ PROFILES: Final[dict[str, tuple[str, str]]] = {
 DEFAULT_VALIDITY: Final = timedelta(days=730)
 #: How long old keys stay valid after a rotation (time for partners to import the new set).
 DEFAULT_OVERLAP: Final = timedelta(days=14)
+#: How long a retired key is kept: the oldest envelope ``open_envelope`` accepts by default.
+DEFAULT_PRUNE_GRACE: Final = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW
 
 
 def to_ts(when: datetime) -> int:
@@ -134,3 +147,16 @@ class KeyInfo:
             revocation_reason=reason,
             private=private,
         )
+
+
+def prunable(info: KeyInfo, now: datetime, grace: timedelta) -> tuple[bool, bool]:
+    """Whether the key's (private half, public JWK) can no longer be needed at ``now``.
+
+    The caller still protects an identity's current keys; this only reads the dates (see the
+    module docstring)."""
+    retired = [when for when in (info.revoked_at, info.expires) if when is not None]
+    private = info.private and bool(retired) and min(retired) + grace <= now
+    public = info.expires is not None and info.expires + grace <= now
+    # exp + grace <= now implies min(retired) + grace <= now: a JWK never outlives less
+    # than its private half, so no private file is ever left without its public key.
+    return private, public

@@ -2,24 +2,44 @@
 
 Layout (everything JSON, written atomically by rename, changes serialised by ``.lock``)::
 
-    DIR/keystore.json                   format, scrypt parameters + salt, passphrase check
-    DIR/partners/<partner>.jwks         public JWK set of a partner (ours too), with validity
-    DIR/private/<partner>/<kid>.jwe     private JWK, encrypted; mode 0600, directories 0700
+    DIR/keystore.json                   format, scrypt parameters + salt, passphrase check, and
+                                        which private folder is current (``private``)
+    DIR/partners/<partner>.jwks         public JWK set of a partner (ours too), with validity;
+                                        ``pruned`` lists key IDs removed by :meth:`Keystore.prune`
+    DIR/private[-N]/<partner>/<kid>.jwe private JWK, encrypted; mode 0600, directories 0700
+    DIR/keystore.log                    audit trail of key operations (JSON lines: time, event,
+                                        partners, key IDs, counts; never key material)
 
 Private keys are encrypted at rest: the passphrase goes through scrypt (RFC 7914; N=2^15,
 r=8, p=3, the OWASP-recommended equivalent of N=2^17 at a quarter of the memory, so a
 process opening 1 GiB envelopes stays small) to a key-encryption key, and each private JWK is a
-compact JWE (``A256KW`` + ``A256GCM``, made by joserfc) under it. The passphrase comes from the
-caller (a string, or a callable: the hook a secrets backend plugs into), else from
-``KCBUS_KEYSTORE_PASSPHRASE``, else from a prompt when stdin is a terminal. It is asked for only
-when a private key is first needed; public-key work (list, export, import, sealing needs only
-the sender's key) never unlocks more than it must.
+compact JWE (``A256KW`` + ``A256GCM``, made by joserfc) under it.
+
+The passphrase is asked for only when a private key is first needed (public-key work — list,
+export, import, verifying — never asks), from the first of these sources that is set:
+
+1. the caller's ``passphrase`` (a string, or a callable: the hook a secrets backend plugs
+   into, e.g. ``kcbus.airflow.secrets`` for Airflow Connections and Variables);
+2. ``KCBUS_KEYSTORE_PASSPHRASE``;
+3. ``KCBUS_KEYSTORE_PASSPHRASE_FILE``: a file holding it (a systemd credential, a Docker or
+   Kubernetes secret); refused if group- or world-readable. Setting both 2 and 3 is an error;
+4. a prompt, when stdin is a terminal.
+
+Changing the passphrase (:meth:`Keystore.change_passphrase`) re-encrypts every private key
+into a new folder ``private-N`` beside the current one, then switches ``keystore.json`` (new
+KDF salt, new check, ``private: private-N``) in one atomic rename, then deletes the old folder.
+A crash before the rename leaves the keystore on the old passphrase, after it on the new one;
+never a mix. Leftover folders of an interrupted change are swept by the next change.
 
 Invariants:
 - A ``kid`` belongs to exactly one partner; lookups by ``kid`` are unambiguous.
+- Every private file in the current folder is encrypted under the key that ``keystore.json``'s
+  check belongs to. A process that unlocked before a passphrase change notices the new check
+  (on its next write, or when a private key fails to read) and asks for the passphrase again.
 - Parsed keys are cached per process (the hot path never re-reads JWKs); :meth:`refresh`
   reloads only when another process changed the directory (checked by mtime, cheap).
-- Revocation is sticky: importing a key set can add a revocation, never lift one.
+- Revocation is sticky: importing a key set can add a revocation, never lift one, and never
+  brings back a key that :meth:`Keystore.prune` removed.
 """
 
 from __future__ import annotations
@@ -30,6 +50,8 @@ import getpass
 import json
 import os
 import re
+import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,25 +85,42 @@ from adapters.envelope._jose import (
 )
 from adapters.envelope._keys import (
     DEFAULT_OVERLAP,
+    DEFAULT_PRUNE_GRACE,
     DEFAULT_VALIDITY,
     PROFILES,
     KeyInfo,
     Profile,
     Use,
+    prunable,
     to_ts,
 )
 
-__all__ = ["PASSPHRASE_ENV", "Keystore", "PassphraseSource"]
+__all__ = [
+    "PASSPHRASE_ENV",
+    "PASSPHRASE_FILE_ENV",
+    "Keystore",
+    "PassphraseSource",
+    "PrunedKey",
+    "passphrase_from_environment",
+    "read_passphrase_file",
+]
 
 PASSPHRASE_ENV: Final = "KCBUS_KEYSTORE_PASSPHRASE"
+PASSPHRASE_FILE_ENV: Final = "KCBUS_KEYSTORE_PASSPHRASE_FILE"
 PassphraseSource = str | Callable[[], str] | None
 
 _FORMAT: Final = "kcbus-keystore"
+_META: Final = "keystore.json"
+_LOG: Final = "keystore.log"
 _CHECK: Final = b"kcbus keystore passphrase check"
 _SCRYPT: Final = {"n": 2**15, "r": 8, "p": 3}
 _PARTNER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: The private-key folders: ``private`` (the first), ``private-N`` after passphrase changes.
+_PRIVATE_FOLDER: Final = re.compile(r"private(?:-([0-9]{1,9}))?")
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEK_HEADER: Final = {"alg": "A256KW", "enc": "A256GCM", "kid": "kcbus-keystore"}
+#: A passphrase file is a few bytes; anything large is the wrong file.
+_MAX_PASSPHRASE_FILE: Final = 64 * 1024
 
 
 def check_partner_id(partner: str) -> str:
@@ -90,6 +129,65 @@ def check_partner_id(partner: str) -> str:
             f"bad partner ID {partner[:64]!r}: use letters, digits, '.', '_', '-' (max 64)"
         )
     return partner
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The passphrase in ``path`` (one trailing newline dropped). The file must be a regular
+    file readable by its owner only: a secret that every local user can read protects nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise KeystoreError(
+            f"cannot read passphrase file {path} ({PASSPHRASE_FILE_ENV}): {exc.strerror}"
+        ) from exc
+    with os.fdopen(fd, "rb") as handle:
+        # Checked on the open file, so a file swapped after the check cannot slip through.
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise KeystoreError(f"passphrase file {path} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o044:
+            raise KeystoreError(
+                f"passphrase file {path} is readable by group or others (mode {mode:04o}): "
+                "make it 0600 or 0400 (Kubernetes: defaultMode 0400; Docker: mode 0400)"
+            )
+        data = handle.read(_MAX_PASSPHRASE_FILE + 1)
+    if len(data) > _MAX_PASSPHRASE_FILE:
+        raise KeystoreError(f"passphrase file {path} is larger than 64 KiB: not a passphrase")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise KeystoreError(f"passphrase file {path} is not UTF-8 text") from exc
+    # Editors and `echo` add a newline; secret stores usually do not. Only that one goes.
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def passphrase_from_environment(keystore: Path | None = None, *, prompt: bool = True) -> str | None:
+    """The passphrase from ``KCBUS_KEYSTORE_PASSPHRASE``, else from the file named by
+    ``KCBUS_KEYSTORE_PASSPHRASE_FILE``, else (if ``prompt`` and stdin is a terminal) asked
+    for; ``None`` when there is no source. Both variables set at once is an error: which one
+    wins would be a guess."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    file = os.environ.get(PASSPHRASE_FILE_ENV)
+    if value and file:
+        raise KeystoreError(f"both {PASSPHRASE_ENV} and {PASSPHRASE_FILE_ENV} are set: keep one")
+    if value:
+        return value
+    if file:
+        return read_passphrase_file(Path(file))
+    if prompt and sys.stdin is not None and sys.stdin.isatty():
+        where = "" if keystore is None else f" {keystore}"
+        return getpass.getpass(f"passphrase for keystore{where}: ")
+    return None
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable (POSIX leaves that to the directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -105,6 +203,14 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def _dumps(value: object) -> bytes:
@@ -140,6 +246,16 @@ class _Entry:
     jwk: JSON  # public JWK with kcbus members
 
 
+@dataclass(frozen=True, slots=True)
+class PrunedKey:
+    """One key :meth:`Keystore.prune` removed (or, in a dry run, would remove): its private
+    half, its public JWK, or both."""
+
+    info: KeyInfo
+    private: bool
+    public: bool
+
+
 class Keystore:
     """A keystore directory (created on first write). See the module docstring."""
 
@@ -147,11 +263,15 @@ class Keystore:
         self.path = Path(path)
         self._passphrase = passphrase
         self._kek: OctKey | None = None
+        self._kek_check: str | None = None  # the check of keystore.json that _kek opened
+        self._meta_check: str | None = None  # the check keystore.json holds now
+        self._private_name = "private"
         self._entries: dict[str, list[_Entry]] = {}
         self._by_kid: dict[str, _Entry] = {}
+        self._pruned: dict[str, list[str]] = {}
         self._public: dict[str, VerifyKey | EncryptKey] = {}
         self._private: dict[str, SignKey | DecryptKey] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self.refresh()
 
@@ -166,16 +286,38 @@ class Keystore:
 
     @property
     def _private_dir(self) -> Path:
-        return self.path / "private"
+        return self.path / self._private_name
 
-    def _current_stamp(self) -> tuple[int, int]:
-        stamps = []
-        for folder in (self._partners_dir, self._private_dir):
-            try:
-                stamps.append(folder.stat().st_mtime_ns)
-            except FileNotFoundError:
-                stamps.append(0)
-        return stamps[0], stamps[1]
+    @property
+    def _meta_file(self) -> Path:
+        return self.path / _META
+
+    def _current_stamp(self) -> tuple[int, int, int]:
+        return _mtime(self._meta_file), _mtime(self._partners_dir), _mtime(self._private_dir)
+
+    def _read_meta(self) -> dict[str, object] | None:
+        try:
+            meta = json.loads(self._meta_file.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise KeystoreError(f"{self._meta_file} is damaged") from exc
+        folder = meta.get("private", "private") if isinstance(meta, dict) else None
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(meta.get("kdf"), dict)
+            or not isinstance(meta.get("check"), str)
+            or not isinstance(folder, str)
+            or not _PRIVATE_FOLDER.fullmatch(folder)
+        ):
+            raise KeystoreError(f"{self._meta_file} is damaged")
+        return meta
+
+    def _load_meta(self) -> dict[str, object] | None:
+        meta = self._read_meta()
+        self._private_name = "private" if meta is None else str(meta.get("private", "private"))
+        self._meta_check = None if meta is None else str(meta["check"])
+        return meta
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload the key index if another process changed the keystore. Looks at most once
@@ -187,29 +329,45 @@ class Keystore:
         stamp = self._current_stamp()
         if stamp == self._stamp:
             return
+        for _attempt in range(3):
+            self._load_meta()
+            entries, by_kid, pruned = self._scan()
+            after = self._current_stamp()
+            # A passphrase change may have switched the private folder while we listed it.
+            if after[0] == stamp[0]:
+                break
+            stamp = after
+        self._entries, self._by_kid, self._pruned, self._stamp = entries, by_kid, pruned, after
+
+    def _scan(self) -> tuple[dict[str, list[_Entry]], dict[str, _Entry], dict[str, list[str]]]:
         entries: dict[str, list[_Entry]] = {}
         by_kid: dict[str, _Entry] = {}
-        if self._partners_dir.is_dir():
-            for file in sorted(self._partners_dir.glob("*.jwks")):
-                partner = file.name.removesuffix(".jwks")
-                private_dir = self._private_dir / partner
-                own = (
-                    {p.name.removesuffix(".jwe") for p in private_dir.glob("*.jwe")}
-                    if private_dir.is_dir()
-                    else set()
-                )
-                try:
-                    keys = json.loads(file.read_bytes())["keys"]
-                    listed = [
-                        _Entry(KeyInfo.from_jwk(partner, jwk, private=jwk["kid"] in own), jwk)
-                        for jwk in keys
-                    ]
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    raise KeystoreError(f"unreadable key set {file}: {type(exc).__name__}") from exc
-                entries[partner] = listed
-                for entry in listed:
-                    by_kid[entry.info.kid] = entry
-        self._entries, self._by_kid, self._stamp = entries, by_kid, stamp
+        pruned: dict[str, list[str]] = {}
+        if not self._partners_dir.is_dir():
+            return entries, by_kid, pruned
+        for file in sorted(self._partners_dir.glob("*.jwks")):
+            partner = file.name.removesuffix(".jwks")
+            private_dir = self._private_dir / partner
+            own = (
+                {p.name.removesuffix(".jwe") for p in private_dir.glob("*.jwe")}
+                if private_dir.is_dir()
+                else set()
+            )
+            try:
+                content = json.loads(file.read_bytes())
+                listed = [
+                    _Entry(KeyInfo.from_jwk(partner, jwk, private=jwk["kid"] in own), jwk)
+                    for jwk in content["keys"]
+                ]
+                gone = [str(kid) for kid in content.get("pruned", [])]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise KeystoreError(f"unreadable key set {file}: {type(exc).__name__}") from exc
+            entries[partner] = listed
+            if gone:
+                pruned[partner] = gone
+            for entry in listed:
+                by_kid[entry.info.kid] = entry
+        return entries, by_kid, pruned
 
     def partners(self) -> list[str]:
         self.refresh(force=True)
@@ -309,31 +467,61 @@ class Keystore:
         cached = self._public.get(kid)
         if cached is None:
             material = import_key(cast("dict[str, str | list[str]]", entry.jwk)).public_key
-            assert isinstance(
-                material, (Ed25519PublicKey, RSAPublicKey, X25519PublicKey)
-            )
+            assert isinstance(material, (Ed25519PublicKey, RSAPublicKey, X25519PublicKey))
             cached = self._public[kid] = material
         return cached
 
     def _private_key(self, info: KeyInfo) -> SignKey | DecryptKey:
         cached = self._private.get(info.kid)
-        if cached is None:
-            file = self._private_dir / info.partner / f"{info.kid}.jwe"
-            try:
-                token = file.read_bytes()
-            except OSError as exc:
-                raise KeystoreError(f"private key {info.kid} unreadable: {exc.strerror}") from exc
-            try:
-                plaintext = joserfc_jwe.decrypt_compact(token, self._unlock()).plaintext
-                jwk = json.loads(plaintext or b"")
-                material = import_key(jwk).private_key
-            except (JoseError, ValueError) as exc:
-                raise KeystoreError(f"private key {info.kid} is damaged") from exc
-            assert isinstance(
-                material, (Ed25519PrivateKey, RSAPrivateKey, X25519PrivateKey)
-            )
-            cached = self._private[info.kid] = material
-        return cached
+        if cached is not None:
+            return cached
+        try:
+            material = self._read_private(info)
+        except KeystoreError:
+            # Another process may have changed the passphrase since we unlocked (the file is
+            # then under a new key, or in a new folder): unlock again and retry once.
+            if not self._rekeyed():
+                raise
+            material = self._read_private(info)
+        self._private[info.kid] = material
+        return material
+
+    def _read_private(self, info: KeyInfo) -> SignKey | DecryptKey:
+        file = self._private_dir / info.partner / f"{info.kid}.jwe"
+        try:
+            token = file.read_bytes()
+        except OSError as exc:
+            raise KeystoreError(f"private key {info.kid} unreadable: {exc.strerror}") from exc
+        plaintext = self._decrypt_private(token, self._unlock(), info.kid)
+        try:
+            material = import_key(json.loads(plaintext)).private_key
+        except (JoseError, ValueError) as exc:
+            raise KeystoreError(f"private key {info.kid} is damaged") from exc
+        assert isinstance(material, (Ed25519PrivateKey, RSAPrivateKey, X25519PrivateKey))
+        return material
+
+    @staticmethod
+    def _decrypt_private(token: bytes, kek: OctKey, kid: str) -> bytes:
+        try:
+            plaintext = joserfc_jwe.decrypt_compact(token, kek).plaintext
+        except (JoseError, ValueError) as exc:
+            raise KeystoreError(f"private key {kid} is damaged") from exc
+        return plaintext or b""
+
+    def _rekeyed(self) -> bool:
+        """Catch up with a passphrase change by another process: forget the key-encryption key
+        if keystore.json no longer holds the check it opened, follow a new private folder.
+        True if anything changed (worth a retry)."""
+        folder = self._private_name
+        self._load_meta()
+        stale_kek = self._kek is not None and self._meta_check != self._kek_check
+        if not stale_kek and self._private_name == folder:
+            return False
+        if stale_kek:
+            self._kek = self._kek_check = None
+        self._stamp = None
+        self.refresh(force=True)
+        return True
 
     # --- passphrase ---------------------------------------------------------------------
 
@@ -343,14 +531,14 @@ class Keystore:
             value = source
         elif source is not None:
             value = source()
-        elif os.environ.get(PASSPHRASE_ENV):
-            value = os.environ[PASSPHRASE_ENV]
-        elif sys.stdin is not None and sys.stdin.isatty():
-            value = getpass.getpass(f"passphrase for keystore {self.path}: ")
         else:
-            raise KeystoreError(
-                f"keystore {self.path} holds private keys: set {PASSPHRASE_ENV}"
-            )
+            found = passphrase_from_environment(self.path)
+            if found is None:
+                raise KeystoreError(
+                    f"keystore {self.path} holds private keys: set {PASSPHRASE_ENV} or "
+                    f"{PASSPHRASE_FILE_ENV}"
+                )
+            value = found
         if not value:
             raise KeystoreError("empty keystore passphrase")
         return value
@@ -360,9 +548,13 @@ class Keystore:
             salt = b64d(str(params["salt"]).encode(), "keystore")
             n, r, p = (int(str(params[name])) for name in ("n", "r", "p"))
         except (KeyError, ValueError) as exc:
-            raise KeystoreError(f"{self.path / 'keystore.json'} is damaged") from exc
+            raise KeystoreError(f"{self._meta_file} is damaged") from exc
         kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
         return OctKey.import_key(kek)
+
+    @staticmethod
+    def _new_kdf() -> dict[str, object]:
+        return {"alg": "scrypt", **_SCRYPT, "salt": b64e(os.urandom(16)).decode()}
 
     def unlock(self) -> None:
         """Derive the key-encryption key now (asks for the passphrase if needed), so the first
@@ -372,33 +564,104 @@ class Keystore:
     def _unlock(self) -> OctKey:
         if self._kek is not None:
             return self._kek
-        meta_file = self.path / "keystore.json"
-        try:
-            meta = json.loads(meta_file.read_bytes())
-            params, check = meta["kdf"], meta["check"]
-        except FileNotFoundError:
-            meta = None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise KeystoreError(f"{meta_file} is damaged") from exc
+        meta = self._load_meta()
         passphrase = self._ask_passphrase()
         if meta is None:
             # First private key: create the KDF parameters and the passphrase check.
-            params = {"alg": "scrypt", **_SCRYPT, "salt": b64e(os.urandom(16)).decode()}
+            params = self._new_kdf()
             kek = self._derive(passphrase, params)
             check = joserfc_jwe.encrypt_compact(_KEK_HEADER, _CHECK, kek)
             self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(meta_file, _dumps({"format": _FORMAT, "version": 1, "kdf": params,
-                                             "check": check}))
+            _write_atomic(
+                self._meta_file,
+                _dumps(
+                    {
+                        "format": _FORMAT,
+                        "version": 1,
+                        "kdf": params,
+                        "check": check,
+                        "private": self._private_name,
+                    }
+                ),
+            )
+            self._meta_check = check
         else:
-            kek = self._derive(passphrase, params)
+            check = str(meta["check"])
+            kek = self._derive(passphrase, cast("Mapping[str, object]", meta["kdf"]))
             try:
                 ok = joserfc_jwe.decrypt_compact(check, kek).plaintext == _CHECK
-            except JoseError:
+            except (JoseError, ValueError):
                 ok = False
             if not ok:
                 raise WrongPassphrase(f"wrong passphrase for keystore {self.path}")
-        self._kek = kek
+        self._kek, self._kek_check = kek, check
         return kek
+
+    def change_passphrase(self, new: str, *, now: datetime) -> int:
+        """Re-encrypt every private key under ``new`` (the current passphrase comes from the
+        usual sources). Atomic: see the module docstring. Gives the number of keys."""
+        if not new:
+            raise KeystoreError("empty keystore passphrase")
+        with self._locked():
+            meta = self._load_meta()
+            if meta is None:
+                raise KeystoreError(f"keystore {self.path} holds no private keys")
+            old_kek, old_dir = self._unlock(), self._private_dir
+            self._sweep()
+            params = self._new_kdf()
+            new_kek = self._derive(new, params)
+            check = joserfc_jwe.encrypt_compact(_KEK_HEADER, _CHECK, new_kek)
+            name = self._next_private_name()
+            staging = self.path / name
+            count = 0
+            staging.mkdir(mode=0o700)
+            try:
+                for partner_dir in sorted(old_dir.iterdir()) if old_dir.is_dir() else ():
+                    if not partner_dir.is_dir():
+                        continue
+                    target = staging / partner_dir.name
+                    target.mkdir(mode=0o700)
+                    for file in sorted(partner_dir.glob("*.jwe")):
+                        kid = file.name.removesuffix(".jwe")
+                        plaintext = self._decrypt_private(file.read_bytes(), old_kek, kid)
+                        token = joserfc_jwe.encrypt_compact(_KEK_HEADER, plaintext, new_kek)
+                        _write_atomic(target / file.name, token.encode(), mode=0o600)
+                        count += 1
+                    _fsync_dir(target)
+                _fsync_dir(staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            # The one switch: before this rename the old passphrase opens everything, after it
+            # the new one does.
+            _write_atomic(
+                self._meta_file, _dumps({**meta, "kdf": params, "check": check, "private": name})
+            )
+            self._kek, self._kek_check = new_kek, check
+            self._load_meta()
+            self._audit(now, "passphrase-changed", keys=count)
+            shutil.rmtree(old_dir, ignore_errors=True)
+        return count
+
+    def _next_private_name(self) -> str:
+        numbers = [0]
+        for child in self.path.iterdir():
+            match = _PRIVATE_FOLDER.fullmatch(child.name)
+            if match and match.group(1):
+                numbers.append(int(match.group(1)))
+        return f"private-{max(numbers) + 1}"
+
+    def _sweep(self) -> None:
+        """Delete private folders keystore.json does not point to: what an interrupted
+        passphrase change left (a half-written new folder, or the old one)."""
+        for child in self.path.iterdir():
+            if (
+                child.name != self._private_name
+                and _PRIVATE_FOLDER.fullmatch(child.name)
+                and child.is_dir()
+                and not child.is_symlink()
+            ):
+                shutil.rmtree(child)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -410,15 +673,30 @@ class Keystore:
             try:
                 self._stamp = None
                 self.refresh(force=True)
+                if self._kek is not None and self._kek_check != self._meta_check:
+                    # The passphrase changed since we unlocked: never write under the old key.
+                    self._kek = self._kek_check = None
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 self._stamp = None
                 self.refresh(force=True)
 
+    def _audit(self, now: datetime, event: str, **facts: object) -> None:
+        """One line in keystore.log: who changed which keys when (IDs and counts only)."""
+        line = json.dumps({"at": now.isoformat(), "event": event, **facts}) + "\n"
+        fd = os.open(self.path / _LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
     def _save_public(self, partner: str, jwks: Sequence[JSON]) -> None:
         self._partners_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self._partners_dir / f"{partner}.jwks", _dumps({"keys": list(jwks)}))
+        content: dict[str, object] = {"keys": list(jwks)}
+        if self._pruned.get(partner):
+            content["pruned"] = self._pruned[partner]
+        _write_atomic(self._partners_dir / f"{partner}.jwks", _dumps(content))
 
     def _new_keys(
         self,
@@ -448,8 +726,13 @@ class Keystore:
             else:
                 key = RSAKey.generate_key(rsa_bits)
             kid = key.thumbprint()
-            members: JSON = {"kid": kid, "use": use, "alg": alg, "iat": to_ts(created),
-                             "nbf": to_ts(not_before)}
+            members: JSON = {
+                "kid": kid,
+                "use": use,
+                "alg": alg,
+                "iat": to_ts(created),
+                "nbf": to_ts(not_before),
+            }
             if valid_for is not None:
                 members["exp"] = to_ts(not_before + valid_for)
             private_jwk = {**key.as_dict(private=True), **members}
@@ -473,9 +756,22 @@ class Keystore:
         with self._locked():
             if partner in self._entries:
                 raise KeystoreError(f"partner {partner} already has keys: rotate them instead")
-            made = self._new_keys(partner, profile, not_before=now, valid_for=valid_for,
-                                  rsa_bits=rsa_bits, created=now)
+            made = self._new_keys(
+                partner,
+                profile,
+                not_before=now,
+                valid_for=valid_for,
+                rsa_bits=rsa_bits,
+                created=now,
+            )
             self._save_public(partner, made)
+            self._audit(
+                now,
+                "identity-created",
+                partner=partner,
+                profile=profile,
+                kids=[str(jwk["kid"]) for jwk in made],
+            )
         return self.keys(partner)
 
     def rotate(
@@ -503,8 +799,14 @@ class Keystore:
             if current is None:
                 active = [e.info for e in entries if e.info.use == "sig" and e.info.private]
                 current = _newest_first(active)[0].profile
-            made = self._new_keys(partner, current, not_before=start, valid_for=valid_for,
-                                  rsa_bits=rsa_bits, created=now)
+            made = self._new_keys(
+                partner,
+                current,
+                not_before=start,
+                valid_for=valid_for,
+                rsa_bits=rsa_bits,
+                created=now,
+            )
             limit = to_ts(start + overlap)
             kept: list[JSON] = []
             for entry in entries:
@@ -514,10 +816,20 @@ class Keystore:
                     jwk["exp"] = limit
                 kept.append(jwk)
             self._save_public(partner, made + kept)
+            self._audit(
+                now,
+                "rotated",
+                partner=partner,
+                profile=current,
+                kids=[str(jwk["kid"]) for jwk in made],
+                not_before=start.isoformat(),
+                old_keys_until=(start + overlap).isoformat(),
+            )
         return self.keys(partner)
 
-    def revoke(self, partner: str, kid: str, *, now: datetime, reason: str = "unspecified"
-               ) -> KeyInfo:
+    def revoke(
+        self, partner: str, kid: str, *, now: datetime, reason: str = "unspecified"
+    ) -> KeyInfo:
         """Revoke a key (ours or a partner's): nothing sealed or signed with it opens again."""
         with self._locked():
             entries = self._entries.get(partner)
@@ -532,12 +844,14 @@ class Keystore:
                     jwk["revoked"] = {"revoked_at": to_ts(now), "reason": reason[:200]}
                 jwks.append(jwk)
             self._save_public(partner, jwks)
+            self._audit(now, "revoked", partner=partner, kid=kid, reason=reason[:200])
         info = self.key(kid)
         assert info is not None
         return info
 
-    def import_public(self, partner: str, jwks: Mapping[str, object], *, now: datetime
-                      ) -> list[KeyInfo]:
+    def import_public(
+        self, partner: str, jwks: Mapping[str, object], *, now: datetime
+    ) -> list[KeyInfo]:
         """Add or update a partner's public keys from its exported JWK set.
 
         Keys keep the owner's ``kid`` (else get the RFC 7638 thumbprint); validity dates
@@ -572,25 +886,112 @@ class Keystore:
             if self.is_own(partner):
                 raise KeystoreError(f"partner {partner} is an identity of this keystore")
             merged = {str(e.jwk["kid"]): dict(e.jwk) for e in self._entries.get(partner, ())}
+            pruned_by = {kid: name for name, kids in self._pruned.items() for kid in kids}
+            skipped: list[str] = []
             for jwk in incoming:
                 kid = str(jwk["kid"])
                 owner = self._by_kid.get(kid)
-                if owner is not None and owner.info.partner != partner:
-                    raise KeystoreError(
-                        f"key {kid} already belongs to partner {owner.info.partner}"
-                    )
+                holder = owner.info.partner if owner is not None else pruned_by.get(kid)
+                if holder is not None and holder != partner:
+                    raise KeystoreError(f"key {kid} already belongs to partner {holder}")
+                if kid in pruned_by:
+                    # Pruned once (retired): an old key set must not bring it back, least of
+                    # all without the revocation it may have had.
+                    skipped.append(kid)
+                    continue
                 old = merged.get(kid)
                 if old is not None and "revoked" in old:
                     jwk["revoked"] = old["revoked"]
                 merged[kid] = jwk
             self._save_public(partner, list(merged.values()))
+            self._audit(
+                now,
+                "imported",
+                partner=partner,
+                kids=[str(jwk["kid"]) for jwk in incoming if jwk["kid"] not in skipped],
+                skipped_pruned=skipped,
+            )
         return self.keys(partner)
+
+    def prune(
+        self,
+        *,
+        now: datetime,
+        partner: str | None = None,
+        grace: timedelta = DEFAULT_PRUNE_GRACE,
+        dry_run: bool = False,
+    ) -> list[PrunedKey]:
+        """Remove keys that can no longer be needed: retired (revoked or expired) longer than
+        ``grace`` ago — by default the oldest envelope ``open_envelope`` accepts — so nothing
+        a partner may still legitimately send becomes unopenable (rules: ``_keys.prunable``).
+
+        The newest unrevoked key of each use of every partner is kept whatever its dates (an
+        identity never loses its current keys; a partner never vanishes). Removed key IDs are
+        remembered, so re-importing an old key set does not bring them back. ``dry_run``
+        reports what would go and changes nothing."""
+        if partner is not None:
+            check_partner_id(partner)
+        plan: list[PrunedKey] = []
+        with self._locked():
+            if partner is not None and partner not in self._entries:
+                raise NoSuchPartner(partner)
+            for name in [partner] if partner is not None else sorted(self._entries):
+                entries = self._entries[name]
+                protected = _current_kids(entries)
+                mine: list[PrunedKey] = []
+                for entry in entries:
+                    if entry.info.kid in protected:
+                        continue
+                    private, public = prunable(entry.info, now, grace)
+                    if private or public:
+                        mine.append(PrunedKey(entry.info, private, public))
+                plan.extend(mine)
+                if not dry_run:
+                    self._remove(name, entries, mine)
+            if not dry_run and plan:
+                self._audit(
+                    now,
+                    "pruned",
+                    partners=sorted({k.info.partner for k in plan}),
+                    private=[k.info.kid for k in plan if k.private],
+                    public=[k.info.kid for k in plan if k.public],
+                )
+        return plan
+
+    def _remove(self, partner: str, entries: Sequence[_Entry], doomed: Sequence[PrunedKey]) -> None:
+        """The public JWKs first, then the private files: a crash in between leaves private
+        files of pruned key IDs, which nothing uses and the next prune deletes."""
+        public = {k.info.kid for k in doomed if k.public}
+        if public:
+            self._pruned[partner] = [*self._pruned.get(partner, []), *sorted(public)]
+            self._save_public(partner, [e.jwk for e in entries if e.info.kid not in public])
+        folder = self._private_dir / partner
+        if not folder.is_dir():
+            return
+        private = {k.info.kid for k in doomed if k.private} | set(self._pruned.get(partner, ()))
+        for file in folder.glob("*.jwe"):
+            kid = file.name.removesuffix(".jwe")
+            if kid in private:
+                file.unlink(missing_ok=True)
+        _fsync_dir(folder)
 
 
 def _order(info: KeyInfo) -> tuple[float, float]:
     nbf = info.not_before.timestamp() if info.not_before else float("-inf")
     iat = info.created.timestamp() if info.created else float("-inf")
     return nbf, iat
+
+
+def _current_kids(entries: Sequence[_Entry]) -> set[str]:
+    """The newest unrevoked key of each use: what prune never touches."""
+    newest: dict[str, KeyInfo] = {}
+    for entry in entries:
+        info = entry.info
+        if info.revoked_at is None and (
+            info.use not in newest or _order(info) > _order(newest[info.use])
+        ):
+            newest[info.use] = info
+    return {info.kid for info in newest.values()}
 
 
 def _newest_first(infos: Sequence[KeyInfo]) -> list[KeyInfo]:
