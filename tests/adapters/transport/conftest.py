@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from kombu.connection import Connection
 
 from adapters.transport import Transport, connect
+from adapters.transport.memory import broker as broker_of
 from tests.servers.pki import TestPKI
 from tests.servers.rabbitmq import RabbitMQ
 from tests.servers.sshd import SshServer
@@ -46,11 +48,17 @@ def fake_sender_of(stream: BinaryIO) -> str:
 
 @dataclass
 class Endpoint:
+    """``open_receiver(**options)`` takes extra transport options (e.g. ``max_bytes``);
+    ``parked()`` lists what the transport parked as failed: the reason code where the
+    transport keeps one, ``""`` where it does not (RabbitMQ's dead-letter queue)."""
+
     name: str
     recipient: str
     open_sender: Callable[[], Transport]
-    open_receiver: Callable[[], Transport]
+    open_receiver: Callable[..., Transport]
     real: bool
+    parked: Callable[[], list[str]]
+    folder: Path | None = None  # drop folder / spool on the local disk, where there is one
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -63,15 +71,40 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def _failed_folder(folder: Path) -> Callable[[], list[str]]:
+    """Reason codes of the files a drop folder parked in ``.failed``."""
+    def parked() -> list[str]:
+        return sorted(p.read_text().strip() for p in (folder / ".failed").glob("*.reason"))
+    return parked
+
+
+def _dead_letters(kombu_url: str, queue: str) -> Callable[[], list[str]]:
+    """One ``""`` per message in a dead-letter queue (counted with a passive declare)."""
+    def parked() -> list[str]:
+        with Connection(kombu_url) as conn:  # type: ignore[no-untyped-call]
+            channel = conn.channel()
+            _, count, _ = channel.queue_declare(queue=queue, passive=True)
+            return [""] * int(count)
+    return parked
+
+
 def make_endpoint(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Endpoint:
     recipient = _unique("landratsamt")
     if name == "memory":
-        url = f"memory://{_unique('scenario')}"
+        name = _unique("scenario")
+        url = f"memory://{name}"
+
+        def dead() -> list[str]:
+            return [reason for _, _, reason in broker_of(name).dead]
+
         return Endpoint(name, recipient, lambda: connect(url, peer=SENDER),
-                        lambda: connect(url, inbox=recipient), real=False)
+                        lambda **kw: connect(url, inbox=recipient, **kw), real=False,
+                        parked=dead)
     if name == "file":
         url = f"file://{tmp_path / 'drop'}"
-        return Endpoint(name, recipient, lambda: connect(url), lambda: connect(url), real=False)
+        return Endpoint(name, recipient, lambda: connect(url), lambda **kw: connect(url, **kw),
+                        real=False, parked=_failed_folder(tmp_path / "drop"),
+                        folder=tmp_path / "drop")
     if name in ("kombu+memory", "amqp"):
         claims = tmp_path / "claims"
         if name == "amqp":
@@ -79,9 +112,14 @@ def make_endpoint(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
             url = broker.url
         else:
             url = "kombu+memory://"
-        options = {"claim_check": str(claims), "exchange": _unique("kcbus")}
+        exchange = _unique("kcbus")
+        options = {"claim_check": str(claims), "exchange": exchange}
+        dead_queue = f"{exchange}.{recipient}.dead"
         return Endpoint(name, recipient, lambda: connect(url, **options),
-                        lambda: connect(url, inbox=recipient, **options), real=name == "amqp")
+                        lambda **kw: connect(url, inbox=recipient, **options, **kw),
+                        real=name == "amqp",
+                        parked=_dead_letters(url if name == "amqp" else "memory://",
+                                             dead_queue))
     if name == "sftp":
         server: SshServer = request.getfixturevalue("sftp_server")
         folder = server.root / _unique("drop")
@@ -91,7 +129,8 @@ def make_endpoint(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
                         "known_hosts": str(server.known_hosts), "poll_interval": 0.05}
         url = server.url(folder.name)
         return Endpoint(name, recipient, lambda: connect(url, **sftp_options),
-                        lambda: connect(url, **sftp_options), real=True)
+                        lambda **kw: connect(url, **sftp_options, **kw), real=True,
+                        parked=_failed_folder(folder), folder=folder)
     if name == "https":
         pki: TestPKI = request.getfixturevalue("https_pki")
         spool = tmp_path / "spool"
@@ -105,8 +144,8 @@ def make_endpoint(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
             name, recipient,
             lambda: connect(inbox_url, cert_file=str(client.cert), key_file=str(client.key),
                             ca_file=str(pki.ca_cert)),
-            lambda: connect(inbox_url, listen=True, serve=False, spool_dir=str(spool)),
-            real=True)
+            lambda **kw: connect(inbox_url, listen=True, serve=False, spool_dir=str(spool), **kw),
+            real=True, parked=_failed_folder(spool), folder=spool)
         endpoint.cleanup.append(inbox.close)
         return endpoint
     raise AssertionError(name)

@@ -1,7 +1,8 @@
 """The shared scenario suite: every transport, twin and real server, keeps the same contract.
 
 Send, receive, acknowledge; a 200 MB envelope in constant memory; 1,000 small envelopes;
-redelivery after an unacknowledged receive; release and reject.
+redelivery after an unacknowledged receive; release and reject; an envelope above the
+receiver's ``max_bytes`` is refused unread and parked while the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import re
 import tracemalloc
 from pathlib import Path
 
-from adapters.transport import Delivery, Outbound, Transport
+import pytest
+
+from adapters.transport import Delivery, DeliveryTooLarge, Outbound, Transport
 from tests.adapters.transport.conftest import BigFile, Endpoint, fake_envelope
 
 
@@ -147,3 +150,27 @@ def test_released_envelope_comes_again_and_rejected_one_never(endpoint: Endpoint
         assert again.envelope_id == "env-release"
         receiver.acknowledge(again)
         assert receiver.receive(10, timeout=0.2) == []
+
+
+def test_an_envelope_above_max_bytes_is_parked_unread_and_the_batch_goes_on(
+        endpoint: Endpoint) -> None:
+    big, small = fake_envelope(b"P" * 4096), fake_envelope(b"klein")
+    with endpoint.open_sender() as sender:
+        sender.send(Outbound("env-big", endpoint.recipient, data=big))
+        sender.send(Outbound("env-small", endpoint.recipient, data=small))
+    with endpoint.open_receiver(max_bytes=1024) as receiver:
+        got = {d.envelope_id: d for d in _drain(receiver, 2)}
+        too_large, fine = got["env-big"], got["env-small"]
+        # known before reading: the size the transport saw (stat, SFTP attributes, message)
+        assert (too_large.size, too_large.too_large, fine.too_large) == (len(big), True, False)
+        with pytest.raises(DeliveryTooLarge) as refused:
+            too_large.open()
+        assert (refused.value.reason_code, refused.value.limit) == ("envelope-too-large", 1024)
+        receiver.reject(too_large, refused.value.reason_code)
+        assert fine.read() == small
+        receiver.acknowledge(fine)
+        assert receiver.receive(10, timeout=0.2) == []
+    reasons = endpoint.parked()
+    assert len(reasons) == 1 and reasons[0] in ("envelope-too-large", ""), reasons
+    if endpoint.name not in ("amqp", "kombu+memory"):  # dead-letter queues: counted only
+        assert reasons == ["envelope-too-large"]
