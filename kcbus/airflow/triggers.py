@@ -19,10 +19,12 @@ Invariants:
   ``max_active_runs=1``, so a run always drains whatever is pending.
 * Broker outages are recoverable: the trigger logs, backs off and reconnects; it never dies
   because RabbitMQ restarts. A bad URL is a configuration error and ends the trigger.
-* Serialises to ``(classpath, kwargs)``. Credentials never go into kwargs (they would land in
-  the serialized DAG): give ``conn_id`` of an Airflow Connection instead of a URL with a
-  password; a plain ``broker_url`` is for credential-free URLs (``memory://``,
-  ``filesystem://``, ``amqp://localhost``).
+* Serialises to ``(classpath, kwargs)``; the triggerer rebuilds an equal trigger from them.
+  Credentials never go into kwargs (they would land in the serialized DAG): give ``conn_id``
+  of an Airflow Connection instead of a URL with a password; a plain ``broker_url`` is for
+  credential-free URLs (``memory://``, ``filesystem://``, ``amqp://localhost``). A
+  ``broker_url`` with a password or a secret query parameter, or a transport option named
+  like a secret, is refused with :class:`CredentialsInTrigger` when the trigger is built.
 * Events and logs carry queue names and counts only, never message content.
 """
 
@@ -38,15 +40,39 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from kcbus.config import redact_url, url_has_secret
+from xoev import ConfigurationError
+
 if TYPE_CHECKING:
     from kombu.connection import Connection
 
-__all__ = ["DropFolderTrigger", "FirePolicy", "KombuQueueTrigger", "QueueProbe", "count_ready"]
+__all__ = [
+    "CredentialsInTrigger",
+    "DropFolderTrigger",
+    "FirePolicy",
+    "KombuQueueTrigger",
+    "QueueProbe",
+    "count_ready",
+]
 
 _CLASSPATH = "kcbus.airflow.triggers.KombuQueueTrigger"
 _FOLDER_CLASSPATH = "kcbus.airflow.triggers.DropFolderTrigger"
 #: Names a drop-folder writer uses while a file is incomplete (adapters.transport._dropbox).
 _PARTIAL_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", "~")
+#: kombu transport options that hold secrets (never serialized; use a Connection).
+_SECRET_OPTION = ("pass", "pwd", "token", "secret", "credential", "api_key", "apikey", "access_key")
+
+
+class CredentialsInTrigger(ConfigurationError):
+    """A trigger was given a credential: it would be serialized into the DAG. Name an Airflow
+    Connection (``conn_id``) instead. The text shows the URL redacted."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"KombuQueueTrigger: {where} carries a credential, which would be serialized "
+            "into the DAG; give conn_id of an Airflow Connection instead"
+        )
 
 
 @dataclass
@@ -186,6 +212,11 @@ class KombuQueueTrigger(BaseEventTrigger):
             raise ValueError("KombuQueueTrigger needs exactly one of broker_url, conn_id")
         if not queues:
             raise ValueError("KombuQueueTrigger needs at least one queue")
+        if broker_url is not None and url_has_secret(broker_url):
+            raise CredentialsInTrigger(f"broker_url {redact_url(broker_url)}")
+        for option in transport_options or {}:
+            if any(word in option.lower() for word in _SECRET_OPTION):
+                raise CredentialsInTrigger(f"transport option {option!r}")
         self.queues = list(queues)
         self.broker_url = broker_url
         self.conn_id = conn_id

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.triggers.base import TriggerEvent
 from kombu import Connection, Exchange, Queue
 
 from kcbus.airflow.triggers import (
+    CredentialsInTrigger,
     DropFolderTrigger,
     FirePolicy,
     KombuQueueTrigger,
     count_ready,
 )
 from tests.servers.rabbitmq import RabbitMQ
+from xoev import ConfigurationError
 
 
 def _publish(url: str, queue: str, count: int = 1) -> None:
@@ -66,13 +70,66 @@ def test_fire_policy_fires_on_arrival_and_again_only_while_messages_linger() -> 
     assert policy.observe(1, now=3.1) is True  # new arrival fires immediately again
 
 
-def test_serializes_to_classpath_and_kwargs_without_credentials() -> None:
-    trigger = KombuQueueTrigger(queues=["kcbus.in.klinikum"], conn_id="kcbus_broker")
+def _watches(trigger: KombuQueueTrigger | DropFolderTrigger) -> dict[str, object]:
+    """Everything that decides what a trigger watches and how (its public attributes)."""
+    return {k: v for k, v in vars(trigger).items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        KombuQueueTrigger(queues=["kcbus.in.klinikum", "kcbus.in.lra"], conn_id="kcbus_broker",
+                          poll_interval=0.2, refire_interval=5.0, max_backoff=10.0),
+        KombuQueueTrigger(queues=["kcbus.in.a"], broker_url="amqp://broker.internal:5672//"),
+        KombuQueueTrigger(
+            queues=["kcbus.in.a"], broker_url="filesystem://",
+            transport_options={"data_folder_in": "/var/q", "data_folder_out": "/var/q"},
+        ),
+        DropFolderTrigger(folders=["/var/drop/in"], poll_interval=0.1, marker_suffix=".ok"),
+    ],
+    ids=["conn-id", "plain-url", "filesystem", "drop-folder"],
+)
+def test_serialize_round_trips_into_an_equal_trigger_watching_the_same_thing(
+    trigger: KombuQueueTrigger | DropFolderTrigger,
+) -> None:
     classpath, kwargs = trigger.serialize()
-    assert classpath == "kcbus.airflow.triggers.KombuQueueTrigger"
+    assert classpath == f"kcbus.airflow.triggers.{type(trigger).__name__}"
+    # What the triggerer does: import the classpath, call it with the kwargs.
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert type(rebuilt) is type(trigger)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert _watches(rebuilt) == _watches(trigger)
+    # Every constructor argument survives (nothing falls back to a default on the way).
+    assert set(kwargs) == set(inspect.signature(type(trigger)).parameters)
+
+
+def test_serialized_kwargs_name_a_connection_not_its_credentials() -> None:
+    trigger = KombuQueueTrigger(queues=["kcbus.in.klinikum"], conn_id="kcbus_broker")
+    _, kwargs = trigger.serialize()
     assert kwargs["conn_id"] == "kcbus_broker"
     assert kwargs["broker_url"] is None
-    assert _rebuild(trigger).serialize() == (classpath, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ({"broker_url": "amqp://bus:s3cr3t@broker.internal:5672//"},
+         "amqp://bus:***@broker.internal:5672//"),
+        ({"broker_url": "amqps://broker.internal//?password=s3cr3t"},
+         "amqps://broker.internal//?password=***"),
+        ({"broker_url": "memory://", "transport_options": {"sasl_password": "s3cr3t"}},
+         "'sasl_password'"),
+    ],
+)
+def test_a_credential_given_to_the_trigger_is_refused_before_it_can_be_serialized(
+    given: dict[str, Any], shown: str
+) -> None:
+    with pytest.raises(CredentialsInTrigger) as caught:
+        KombuQueueTrigger(queues=["kcbus.in.a"], **given)
+    assert isinstance(caught.value, ConfigurationError)
+    assert "s3cr3t" not in str(caught.value)
+    assert shown in str(caught.value) and "conn_id" in str(caught.value)
 
 
 def test_needs_exactly_one_broker_source() -> None:
