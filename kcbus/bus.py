@@ -37,6 +37,7 @@ from kcbus.pipeline import (
     route_batch,
     route_rows,
     seal_batch,
+    seal_new,
     utcnow,
     validate_batch,
     validate_rows,
@@ -150,9 +151,12 @@ class Bus:
             more, validated = validate_rows(rt, unit, opened)
             counts += more
             counts += route_rows(rt, unit, validated)
-            # ...then whatever earlier runs left half-way, and sealing for every destination.
+            # ...then whatever earlier runs left half-way...
             counts += validate_batch(rt, limit, unit=unit)
             counts += route_batch(rt, limit, unit=unit)
+            # ...and sealing: first what this unit routed and the receipts it wrote (from
+            # memory), then what earlier runs left PENDING.
+            counts += seal_new(rt, unit)
             counts += seal_batch(rt, limit, unit=unit)
         return counts
 
@@ -162,9 +166,14 @@ class Bus:
         return self.deliver_counts(destination, limit).sent
 
     def deliver_counts(self, destination: str | None = None, limit: int = 500) -> StageCounts:
-        """As :meth:`deliver_pending`, with all counts (one transaction)."""
+        """As :meth:`deliver_pending`, with all counts.
+
+        Sealing commits before sending (two transactions): a crash after a send must find
+        the envelope that went in the ledger, so a retry sends the same one, never a second,
+        differently sealed one."""
         with self._unit() as unit:
             counts = seal_batch(self.runtime, limit, destination, unit=unit)
+        with self._unit() as unit:
             counts += deliver_batch(self.runtime, limit, destination, unit=unit)
         return counts
 

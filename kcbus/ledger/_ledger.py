@@ -70,7 +70,7 @@ from kcbus.ledger._tables import (
     message_keys,
     messages,
 )
-from kcbus.ledger._unit import Unit, blob_associated_data
+from kcbus.ledger._unit import AS_SEALED, Unit, blob_associated_data
 
 __all__ = ["DEFAULT_URL", "Ledger", "default_url"]
 
@@ -294,9 +294,13 @@ class Ledger:
             return self._first(conn, messages.c.id == int(ref[1:]), ref)
         # Separate lookups, each on its own index (an OR over two columns is a table scan).
         key = _message_id(ref)
-        row = conn.execute(
-            select(messages).where(messages.c.uuid == key).order_by(messages.c.id).limit(1)
-        ).mappings().first()
+        row = (
+            conn.execute(
+                select(messages).where(messages.c.uuid == key).order_by(messages.c.id).limit(1)
+            )
+            .mappings()
+            .first()
+        )
         if row is not None:
             return MessageRow.from_mapping(row)
         if ref.isdigit():
@@ -706,13 +710,17 @@ class Ledger:
         return removed
 
     def reencrypt(self, *, actor: str, now: datetime, batch: int = 500) -> int:
-        """Re-encrypt every blob not under the active key (after :meth:`ContentKeyring.rotate`)."""
+        """Re-encrypt every blob not under the active key (after :meth:`ContentKeyring.rotate`).
+        Envelopes stored as sealed for their recipient (:data:`AS_SEALED`) name no ledger key
+        and stay as they are."""
         active = self.keys.active
         moved = 0
         while True:
             with self._write() as conn:
                 rows = conn.execute(
-                    select(blobs).where(blobs.c.key_id != active).limit(batch)
+                    select(blobs)
+                    .where(blobs.c.key_id != active, blobs.c.key_id != AS_SEALED)
+                    .limit(batch)
                 ).all()
                 if not rows:
                     conn.execute(

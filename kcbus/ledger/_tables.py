@@ -8,7 +8,9 @@ Invariants:
 - ``events``: append-only history; a database trigger refuses UPDATE (see migration 0001).
 - ``blobs``: content, encrypted (AES-256-GCM) with the key named by ``key_id``; the
   associated data binds each ciphertext to its (message, kind, delivery), so blobs cannot be
-  swapped between rows unnoticed.
+  swapped between rows unnoticed. Envelopes the bus sealed for a recipient are ciphertext
+  already and are stored as sealed (``key_id`` = ``as-sealed``, empty nonce; see
+  :mod:`kcbus.ledger._unit`).
 - ``audit``: operator actions that touch many rows (backup, restore, prune, key rotation).
 - Actors (``events.actor``, ``audit.actor``, ``messages.resolved_by``) hold at most
   :data:`ACTOR_LENGTH` characters; longer ones are clipped deterministically by

@@ -9,6 +9,22 @@ Invariants:
 - Writes are queued and flushed with ``executemany`` (one statement per shape, not per row).
   Inserts whose IDs are needed (new messages, deliveries) run at once with ``RETURNING``.
 - Each status change writes an event row with the unit's time and actor.
+- Content at rest is encrypted. Plaintext (messages, facts, receipts) goes through the ledger's
+  AES-256-GCM key ring. An envelope the bus sealed for a recipient (``put_blob(...,
+  encrypt=False)``) is already ciphertext — JWE for that recipient, signed by the bus — so it is
+  stored as sealed, marked :data:`AS_SEALED` instead of a ledger key ID: a second AES layer would
+  hide nothing more (without the recipient's private key the database reader learns only the
+  JWE header: key IDs, algorithms, envelope ID) and cost a pass over ~36 KB per delivery on
+  write and read. Rotating the ledger key does not touch such blobs (they name no ledger key).
+  What the ledger AAD adds for plaintext — a blob copied onto another row fails to open — the
+  envelope has itself: the recipient verifies the bus's signature and the envelope's AEAD tag,
+  and a swapped envelope is sealed for another recipient, who cannot open it.
+- A re-seal replaces the earlier sealed blob of the same delivery in one upsert (no DELETE).
+- Hand-over in memory: the unit knows the messages it claimed or created and every change it
+  made to them (:meth:`Unit.current`), and the deliveries it created
+  (:meth:`Unit.take_new_deliveries`), so the next stage in the same transaction works on them
+  without reading them back. They are this transaction's own rows: locked by its claims
+  (PostgreSQL) or by the single writer (SQLite), so no other worker changes them meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
@@ -30,7 +46,11 @@ from kcbus.ledger._models import DeliveryRow, MessageRow
 from kcbus.ledger._status import DeliveryStatus, Kind, Status
 from kcbus.ledger._tables import blobs, deliveries, events, message_keys, messages
 
-__all__ = ["NewEnvelope", "NewMessage", "Unit", "blob_associated_data"]
+__all__ = ["AS_SEALED", "NewEnvelope", "NewMessage", "Unit", "blob_associated_data"]
+
+#: ``blobs.key_id`` of a blob stored as sealed for its recipient, without the ledger's AES
+#: layer (ledger key IDs are ``k`` + hex: no clash).
+AS_SEALED = "as-sealed"
 
 
 def blob_associated_data(message_id: int, kind: str, delivery_id: int) -> bytes:
@@ -82,10 +102,14 @@ class Unit:
         self._delivery_updates: dict[int, dict[str, object]] = {}
         self._events: list[dict[str, object]] = []
         self._blobs: list[dict[str, object]] = []
-        self._blob_replaced: list[dict[str, object]] = []
+        self._blob_replaced: list[dict[str, object]] = []  # upserts
         # Plaintext of blobs written in this unit: a later stage in the same unit reads them
         # from here instead of the database (no second decryption).
         self._written: dict[tuple[int, str, int], bytes] = {}
+        # Rows as claimed or created, and every change since (see ``current``).
+        self._rows: dict[int, MessageRow] = {}
+        self._changes: dict[int, dict[str, object]] = {}
+        self._new_deliveries: list[DeliveryRow] = []
 
     # -- claims -----------------------------------------------------------------------------
 
@@ -114,7 +138,9 @@ class Unit:
         if kind is not None:
             query = query.where(messages.c.kind == str(kind))
         query = query.order_by(messages.c.id).limit(limit).with_for_update(skip_locked=True)
-        return [MessageRow.from_mapping(r) for r in self._conn.execute(query).mappings()]
+        rows = [MessageRow.from_mapping(r) for r in self._conn.execute(query).mappings()]
+        self._remember(rows)
+        return rows
 
     def claim_deliveries(
         self,
@@ -146,6 +172,7 @@ class Unit:
             delivery = replace(delivery, status=DeliveryStatus(delivery.status))
             message = MessageRow.from_mapping(dict(zip(names, values[width:], strict=True)))
             out.append((delivery, message))
+        self._remember(m for _, m in out)
         return out
 
     # -- inserts (immediate: their IDs are needed) -----------------------------------------
@@ -228,6 +255,10 @@ class Unit:
         ]
         stmt = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
         ids = [int(r.id) for r in self._conn.execute(stmt, rows).all()]
+        self._remember(
+            MessageRow.from_mapping({**_UNSET, **row, "id": message_id})
+            for row, message_id in zip(rows, ids, strict=True)
+        )
         self._conn.execute(
             insert(message_keys),
             [{"uuid": i.uuid, "message_id": m} for i, m in zip(items, ids, strict=True)],
@@ -255,7 +286,52 @@ class Unit:
             }
             for m, dest in pairs
         ]
-        return [int(r.id) for r in self._conn.execute(stmt, rows).all()]
+        ids = [int(r.id) for r in self._conn.execute(stmt, rows).all()]
+        self._new_deliveries.extend(
+            DeliveryRow(
+                id=delivery_id,
+                message_id=m,
+                destination=dest,
+                status=DeliveryStatus.PENDING,
+                attempts=0,
+                next_attempt_at=None,
+                envelope_id=None,
+                last_error_code=None,
+                last_error=None,
+                sealed_at=None,
+                delivered_at=None,
+                updated_at=self.now,
+            )
+            for delivery_id, (m, dest) in zip(ids, pairs, strict=True)
+        )
+        return ids
+
+    def take_new_deliveries(self) -> list[DeliveryRow]:
+        """The PENDING deliveries created in this unit since the last call (route stage,
+        receipts), for the seal stage in the same unit; each is handed out once."""
+        taken, self._new_deliveries = self._new_deliveries, []
+        return taken
+
+    def current(self, message_id: int) -> MessageRow | None:
+        """A message this unit claimed or created, with every change the unit made to it;
+        ``None`` for one it does not know (read it with :meth:`messages_by_id`)."""
+        row = self._rows.get(message_id)
+        if row is None:
+            return None
+        changes = self._changes.get(message_id)
+        if not changes:
+            return row
+        known = {k: v for k, v in changes.items() if k in _ROW_FIELDS}
+        if "status" in known:
+            known["status"] = Status(str(known["status"]))
+        if "kind" in known:
+            known["kind"] = Kind(str(known["kind"]))
+        return replace(row, **known)  # type: ignore[arg-type]
+
+    def _remember(self, rows: Iterable[MessageRow]) -> None:
+        for row in rows:
+            self._rows[row.ledger_id] = row
+            self._changes.pop(row.ledger_id, None)  # as read now: earlier changes included
 
     def claim_uuids(self, pairs: Sequence[tuple[int, str]]) -> dict[int, int | None]:
         """Record each message UUID as taken; for a UUID already taken, the original's ID.
@@ -304,6 +380,8 @@ class Unit:
             if key in fields and fields[key] is not None:
                 fields[key] = str(fields[key])
         self._message_updates.setdefault(message_id, {}).update(fields)
+        if message_id in self._rows:
+            self._changes.setdefault(message_id, {}).update(fields)
 
     def update_delivery(self, delivery_id: int, **fields: object) -> None:
         fields["updated_at"] = self.now
@@ -344,23 +422,28 @@ class Unit:
         delivery_id: int = 0,
         replace: bool = False,
         digest: str | None = None,
+        encrypt: bool = True,
     ) -> None:
         """Store content encrypted at rest; ``replace`` an earlier blob of the same place.
-        ``digest`` is the SHA-256 (hex) of ``data`` if the caller has it already."""
-        sealed = self._keys.encrypt(data, blob_associated_data(message_id, kind, delivery_id))
+        ``digest`` is the SHA-256 (hex) of ``data`` if the caller has it already.
+        ``encrypt=False`` only for data that is already ciphertext: an envelope sealed for its
+        recipient (stored :data:`AS_SEALED`, see the module docstring)."""
+        if encrypt:
+            sealed = self._keys.encrypt(data, blob_associated_data(message_id, kind, delivery_id))
+            key_id, nonce, stored = sealed.key_id, sealed.nonce, sealed.data
+        else:
+            key_id, nonce, stored = AS_SEALED, b"", data
         row = {
             "message_id": message_id,
             "delivery_id": delivery_id,
             "kind": kind,
-            "key_id": sealed.key_id,
-            "nonce": sealed.nonce,
-            "data": sealed.data,
+            "key_id": key_id,
+            "nonce": nonce,
+            "data": stored,
             "size": len(data),
             "digest": digest or hashlib.sha256(data).hexdigest(),
         }
-        if replace:
-            self._blob_replaced.append({"m": message_id, "k": kind, "d": delivery_id})
-        self._blobs.append(row)
+        (self._blob_replaced if replace else self._blobs).append(row)
         self._written[(message_id, kind, delivery_id)] = data
 
     # -- reads ------------------------------------------------------------------------------
@@ -391,6 +474,9 @@ class Unit:
             if delivery_id is None and int(r.delivery_id) in out:
                 continue
             key = r.message_id if delivery_id is not None else r.delivery_id
+            if r.key_id == AS_SEALED:
+                out[int(key)] = bytes(r.data)
+                continue
             out[int(key)] = self._keys.decrypt(
                 r.key_id, r.nonce, r.data, blob_associated_data(r.message_id, kind, r.delivery_id)
             )
@@ -449,7 +535,8 @@ class Unit:
 
     def flush(self) -> None:
         if self._blob_replaced:
-            self._many(("delete", "blobs"), _delete_blob, self._blob_replaced)
+            upsert = _upsert_blob_postgres if self._postgres else _upsert_blob_sqlite
+            self._many(("upsert", "blobs"), upsert, self._blob_replaced)
             self._blob_replaced = []
         if self._blobs:
             self._many(("insert", "blobs"), lambda: insert(blobs), self._blobs)
@@ -496,8 +583,7 @@ class Unit:
             # dialect_impl: SQLite's own DATETIME format (always with microseconds, as every
             # other statement binds it), not the driver's default adapter.
             processors = tuple(
-                compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect)
-                for n in names
+                compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
             )
             entry = _Compiled(compiled.string, names, processors)
             _COMPILED[key] = entry
@@ -525,26 +611,46 @@ class _Compiled:
             return done[key]
 
         return [
-            tuple(
-                row[n] if p is None else convert(i, p, row[n])
-                for i, (n, p) in enumerate(pairs)
-            )
+            tuple(row[n] if p is None else convert(i, p, row[n]) for i, (n, p) in enumerate(pairs))
             for row in rows
         ]
 
+
+#: Message columns a row dict for ``insert(messages)`` may leave out (``MessageRow`` needs all).
+_UNSET: dict[str, object] = {
+    "envelope_id": None,
+    "envelope_digest": None,
+    "next_attempt_at": None,
+    "reason_code": None,
+    "reason": None,
+    "source": None,
+    "peer": None,
+    "resolved_at": None,
+    "resolved_by": None,
+}
+_ROW_FIELDS = frozenset(MessageRow.__dataclass_fields__)
 
 #: Compiled SQLite statements by shape (see :meth:`Unit._many`); shapes are few and fixed.
 _COMPILED: dict[tuple[str, ...], _Compiled] = {}
 
 
-def _delete_blob() -> UpdateBase:
-    return delete(blobs).where(
-        and_(
-            blobs.c.message_id == bindparam("m"),
-            blobs.c.kind == bindparam("k"),
-            blobs.c.delivery_id == bindparam("d"),
-        )
+def _upsert(dialect_insert: Callable[[Table], Any]) -> UpdateBase:
+    """INSERT a blob, or overwrite the one at its (message, kind, delivery) place."""
+    stmt = dialect_insert(blobs)
+    replaced = ("key_id", "nonce", "data", "size", "digest")
+    result: UpdateBase = stmt.on_conflict_do_update(
+        index_elements=["message_id", "kind", "delivery_id"],
+        set_={name: stmt.excluded[name] for name in replaced},
     )
+    return result
+
+
+def _upsert_blob_sqlite() -> UpdateBase:
+    return _upsert(sqlite.insert)
+
+
+def _upsert_blob_postgres() -> UpdateBase:
+    return _upsert(postgresql.insert)
 
 
 def _updater(table: Table, shape: tuple[str, ...]) -> Callable[[], UpdateBase]:

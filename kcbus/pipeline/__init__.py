@@ -9,7 +9,7 @@ them together for callers (Airflow tasks, the demo, tests).
 from __future__ import annotations
 
 from kcbus.pipeline._common import Facts, StageCounts
-from kcbus.pipeline._deliver import deliver_batch, seal_batch
+from kcbus.pipeline._deliver import DELIVERY_FAILED, deliver_batch, seal_batch, seal_new
 from kcbus.pipeline._open import open_batch, open_rows
 from kcbus.pipeline._receive import receive_batch
 from kcbus.pipeline._route import route_batch, route_rows
@@ -17,6 +17,7 @@ from kcbus.pipeline._runtime import Runtime, default_actor, utcnow
 from kcbus.pipeline._validate import validate_batch, validate_rows
 
 __all__ = [
+    "DELIVERY_FAILED",
     "Facts",
     "Runtime",
     "StageCounts",
@@ -28,6 +29,7 @@ __all__ = [
     "route_batch",
     "route_rows",
     "seal_batch",
+    "seal_new",
     "utcnow",
     "validate_batch",
     "validate_rows",

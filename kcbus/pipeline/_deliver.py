@@ -1,10 +1,18 @@
 """Stages *seal* and *deliver*, and the acknowledgement that follows a delivery.
 
 Seal (PENDING → SEALED): full inspection and receipts are sealed by the bus for each
-destination; the sealed bytes are kept (encrypted at rest) with their envelope ID, so every
-retry of a delivery sends the *same* envelope and the transport's idempotency by envelope ID
-holds — a crash between sending and committing never makes a second, different envelope.
-End-to-end content is forwarded as the sender sealed it (same envelope ID).
+destination; the sealed bytes are kept with their envelope ID (as sealed: they are encrypted
+for the recipient already, see :mod:`kcbus.ledger._unit`), so every retry of a delivery sends
+the *same* envelope and the transport's idempotency by envelope ID holds — a crash between
+sending and committing never makes a second, different envelope. For that the seal must be
+committed before the send: callers run seal and deliver in separate units. End-to-end content
+is forwarded as the sender sealed it (same envelope ID). :func:`seal_new` seals the
+deliveries its unit just created (route stage, receipts) from memory; :func:`seal_batch`
+claims what earlier runs left PENDING.
+
+The sealed bytes also stay in the worker's memory (:attr:`Runtime.sealed`, keyed by delivery
+and envelope ID, bounded) until its deliver stage sends them; a worker that did not seal a
+delivery reads it from the ledger.
 
 Deliver (SEALED/RETRYING due → DELIVERED / RETRYING / DEAD): one ``send`` per delivery inside
 the batch's transaction. Whether to retry is decided by the error's type only
@@ -16,6 +24,13 @@ one place delivery retries live.
 A message is DELIVERED when all its deliveries are; then its sender gets a
 Zustellbestätigung. When that receipt is delivered the message is ACKNOWLEDGED. Receipts
 themselves end DELIVERED.
+
+A message that goes DEAD (a delivery out of retries, refused for good, or impossible to seal)
+tells its sender so: a Rückweisung with reason ``delivery-failed`` per dead destination
+(naming the destination and the error code, never the transport's own text: it may name
+another partner's endpoint), written in the same transaction as the DEAD status — unless the
+sender opted out of ``rejected`` receipts. Receipts themselves never get one (no receipts
+about receipts).
 """
 
 from __future__ import annotations
@@ -29,10 +44,13 @@ from adapters.transport import Outbound
 from kcbus.ledger import DeliveryRow, DeliveryStatus, Kind, MessageRow, Status, Unit
 from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, reference_of
 from kcbus.pipeline._runtime import Runtime, work
-from kcbus.receipts import Handover, ReceiptType, redact
+from kcbus.receipts import Fault, Handover, ReceiptType, redact
 from xoev import KcbusError, TransientFault
 
-__all__ = ["deliver_batch", "seal_batch"]
+__all__ = ["DELIVERY_FAILED", "deliver_batch", "seal_batch", "seal_new"]
+
+#: Reason code of the Rückweisung a sender gets when its message cannot be delivered.
+DELIVERY_FAILED = "delivery-failed"
 
 
 class _Internal(TransientFault):
@@ -44,14 +62,36 @@ class _Internal(TransientFault):
 def seal_batch(
     rt: Runtime, limit: int, destination: str | None = None, *, unit: Unit | None = None
 ) -> StageCounts:
-    counts = StageCounts()
-    bus = rt.config.bus.id
+    """Claim up to ``limit`` PENDING deliveries (to ``destination``, or all) and seal them."""
     with work(rt, unit) as unit:
         pairs = unit.claim_deliveries(
             limit, statuses=[DeliveryStatus.PENDING], destination=destination
         )
-        if not pairs:
-            return counts
+        return _seal(rt, unit, pairs)
+
+
+def seal_new(rt: Runtime, unit: Unit) -> StageCounts:
+    """Seal the deliveries ``unit`` created (route stage, receipts), without reading them
+    back: their rows are this transaction's own."""
+    pairs = []
+    missing = []
+    for delivery in unit.take_new_deliveries():
+        message = unit.current(delivery.message_id)
+        if message is None:
+            missing.append(delivery)
+        else:
+            pairs.append((delivery, message))
+    if missing:  # not expected (the unit created them); read the messages to be safe
+        rows = unit.messages_by_id({d.message_id for d in missing})
+        pairs.extend((d, rows[d.message_id]) for d in missing)
+    return _seal(rt, unit, pairs)
+
+
+def _seal(rt: Runtime, unit: Unit, pairs: list[tuple[DeliveryRow, MessageRow]]) -> StageCounts:
+    counts = StageCounts()
+    bus = rt.config.bus.id
+    if pairs:
+        receipts = ReceiptQueue(rt)
         full = {m.ledger_id for _, m in pairs if not m.end_to_end}
         contents = unit.blobs("content", full)
         facts = {
@@ -80,11 +120,17 @@ def seal_batch(
                         )
                         data, envelope_id = sealed.data(), sealed.envelope_id
                 except KcbusError as exc:  # e.g. no valid key for the destination yet
-                    _failed(rt, unit, delivery, message, "seal", exc, counts)
+                    _failed(rt, unit, delivery, message, "seal", exc, counts, receipts)
                     continue
                 unit.put_blob(
-                    message.ledger_id, "sealed", data, delivery_id=delivery.id, replace=True
+                    message.ledger_id,
+                    "sealed",
+                    data,
+                    delivery_id=delivery.id,
+                    replace=True,
+                    encrypt=False,
                 )
+                rt.keep_sealed(delivery.id, envelope_id, data)
             unit.update_delivery(
                 delivery.id,
                 status=DeliveryStatus.SEALED,
@@ -101,6 +147,7 @@ def seal_batch(
                 detail=f"{how} for {delivery.destination}, envelope {envelope_id}",
             )
             counts.sealed += 1
+        counts.receipts += receipts.flush(unit)
     return counts
 
 
@@ -143,6 +190,7 @@ def _failed(
     stage: str,
     exc: KcbusError,
     counts: StageCounts,
+    receipts: ReceiptQueue | None = None,
 ) -> None:
     policy = rt.retry_policy(message.route)
     attempts = delivery.attempts + 1
@@ -188,6 +236,7 @@ def _failed(
     )
     # Seal failures have no later stage to summarise them: decide the message here too.
     if stage == "seal":
+        was_dead = (unit.current(message.ledger_id) or message).status is Status.DEAD
         unit.update(
             message.ledger_id,
             status=Status.DEAD,
@@ -196,6 +245,34 @@ def _failed(
             attempts=attempts,
         )
         counts.dead += 1
+        if receipts is not None and not was_dead:
+            _not_delivered(rt, unit, message, [(delivery.destination, exc.reason_code)], receipts)
+
+
+def _not_delivered(
+    rt: Runtime,
+    unit: Unit,
+    message: MessageRow,
+    dead: list[tuple[str, str | None]],
+    receipts: ReceiptQueue,
+) -> None:
+    """Queue the sender's Rückweisung for a message that went DEAD (none for receipts).
+    ``dead``: (destination, error code) per delivery that failed for good."""
+    if message.kind is not Kind.MESSAGE:
+        return
+    faults = [
+        Fault(DELIVERY_FAILED, f"not delivered to {destination}: {code or 'error'}")
+        for destination, code in dead
+    ]
+    receipts.add(
+        message,
+        rt.partner(message.sender),
+        ReceiptType.REJECTED,
+        reference=reference_of(message),
+        faults=faults,
+        test=message.test,
+        unit=unit,
+    )
 
 
 def deliver_batch(
@@ -210,9 +287,17 @@ def deliver_batch(
         )
         if not pairs:
             return counts
+        kept = {
+            d.id: data
+            for d, m in pairs
+            if not m.end_to_end and (data := rt.take_sealed(d.id, d.envelope_id)) is not None
+        }
         sealed = unit.blobs(
-            "sealed", {m.ledger_id for _, m in pairs if not m.end_to_end}, delivery_id=None
+            "sealed",
+            {m.ledger_id for d, m in pairs if not m.end_to_end and d.id not in kept},
+            delivery_id=None,
         )
+        sealed.update(kept)
         forwarded = unit.blobs("content", {m.ledger_id for _, m in pairs if m.end_to_end})
         messages: dict[int, MessageRow] = {}
         by_destination: dict[str, list[tuple[DeliveryRow, MessageRow, Outbound]]] = {}
@@ -321,6 +406,17 @@ def _summarise(
         elif DeliveryStatus.DEAD in statuses:
             dead = next(d for d in deliveries if d.status is DeliveryStatus.DEAD)
             if message.status is not Status.DEAD:
+                _not_delivered(
+                    rt,
+                    unit,
+                    message,
+                    [
+                        (d.destination, d.last_error_code)
+                        for d in deliveries
+                        if d.status is DeliveryStatus.DEAD
+                    ],
+                    receipts,
+                )
                 unit.update(
                     message_id,
                     status=Status.DEAD,

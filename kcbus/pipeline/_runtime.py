@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 from lxml import etree
 
@@ -66,6 +67,16 @@ class Runtime:
     #: (by ledger ID); a worker that did not open a message parses it again.
     trees: dict[int, etree._ElementTree] = field(default_factory=dict, init=False)
     _receipts: ReceiptBuilder | None = field(default=None, init=False)
+    #: Envelopes this worker sealed and has not sent yet, by (delivery ID, envelope ID): the
+    #: deliver stage sends them without reading them back. The envelope ID (random, new per
+    #: seal) makes an entry match only the seal the ledger committed; a seal whose unit rolled
+    #: back is never matched and ages out. Bounded: see ``keep_sealed``.
+    _sealed: dict[tuple[int, str], bytes] = field(default_factory=dict, init=False)
+    _sealed_bytes: int = field(default=0, init=False)
+
+    #: Bounds of the in-memory hand-over of sealed envelopes (larger ones are read back).
+    SEALED_ITEM_MAX: ClassVar[int] = 1 << 20
+    SEALED_TOTAL_MAX: ClassVar[int] = 64 << 20
 
     def now(self) -> datetime:
         return self.clock()
@@ -124,6 +135,31 @@ class Runtime:
                 partner.address.verzeichnisdienst, partner.address.kennung, partner.name
             )
         return Addressee("kcbus", partner.id, partner.name)
+
+    # -- sealed envelopes between seal and deliver -------------------------------------------
+
+    def keep_sealed(self, delivery_id: int, envelope_id: str, data: bytes) -> None:
+        if len(data) > self.SEALED_ITEM_MAX:
+            return
+        with self._lock:
+            while self._sealed and self._sealed_bytes + len(data) > self.SEALED_TOTAL_MAX:
+                oldest = next(iter(self._sealed))  # dicts keep insertion order
+                self._sealed_bytes -= len(self._sealed.pop(oldest))
+            previous = self._sealed.pop((delivery_id, envelope_id), None)
+            if previous is not None:
+                self._sealed_bytes -= len(previous)
+            self._sealed[(delivery_id, envelope_id)] = data
+            self._sealed_bytes += len(data)
+
+    def take_sealed(self, delivery_id: int, envelope_id: str | None) -> bytes | None:
+        """The envelope kept for this delivery if it is the one the ledger names."""
+        if envelope_id is None:
+            return None
+        with self._lock:
+            data = self._sealed.pop((delivery_id, envelope_id), None)
+            if data is not None:
+                self._sealed_bytes -= len(data)
+            return data
 
     # -- transports -------------------------------------------------------------------------
 
