@@ -140,17 +140,21 @@ def read_passphrase_file(path: Path) -> str:
         raise KeystoreError(
             f"cannot read passphrase file {path} ({PASSPHRASE_FILE_ENV}): {exc.strerror}"
         ) from exc
+    # Checked on the open file, so a file swapped after the check cannot slip through.
+    info = os.fstat(fd)
+    mode = stat.S_IMODE(info.st_mode)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif mode & 0o044:
+        problem = (
+            f"is readable by group or others (mode {mode:04o}): make it 0600 or 0400 "
+            "(Kubernetes: defaultMode 0400; Docker: mode 0400)"
+        )
+    if problem is not None:
+        os.close(fd)
+        raise KeystoreError(f"passphrase file {path} {problem}")
     with os.fdopen(fd, "rb") as handle:
-        # Checked on the open file, so a file swapped after the check cannot slip through.
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeystoreError(f"passphrase file {path} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o044:
-            raise KeystoreError(
-                f"passphrase file {path} is readable by group or others (mode {mode:04o}): "
-                "make it 0600 or 0400 (Kubernetes: defaultMode 0400; Docker: mode 0400)"
-            )
         data = handle.read(_MAX_PASSPHRASE_FILE + 1)
     if len(data) > _MAX_PASSPHRASE_FILE:
         raise KeystoreError(f"passphrase file {path} is larger than 64 KiB: not a passphrase")
