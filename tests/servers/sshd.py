@@ -5,8 +5,15 @@ pair, ``authorized_keys``, a ``known_hosts`` line for ``[127.0.0.1]:<port>`` (cl
 host-key checking on), an ``sshd_config`` (password and keyboard-interactive logins off,
 ``ForceCommand internal-sftp``, no forwarding) and the SFTP data root owned by the test user.
 
-The test user (``kcbus-sftp``) is created with ``useradd`` when missing; its password field is
-``*`` (no password, but not "locked", which sshd without PAM refuses for key logins too).
+Two modes, chosen by who runs the tests:
+
+* as root (CI): the test user (``kcbus-sftp``) is created with ``useradd`` when missing; its
+  password field is ``*`` (no password, but not "locked", which sshd without PAM refuses for key
+  logins too). sshd separates privileges as in production;
+* as any other user: sshd runs as that user (a non-root sshd can only log in the user it runs
+  as), so the SFTP user is the current user and nothing needs root: no ``useradd``, no
+  ``/run/sshd``, no ``chown``. Host key, ``authorized_keys``, port (a free high one) are the
+  server's own as in the root mode.
 
 ``drop_connections()`` kills the per-connection sshd processes (children of the listener) by PID:
 the client sees its connection cut mid-transfer, as when a partner's link fails.
@@ -74,8 +81,9 @@ class SshServer:
     def drop_connections(self) -> int:
         """Cut every open SSH connection from the server side; returns how many were cut.
 
-        Each connection is a privileged monitor plus the user's unprivileged session process;
-        both hold the socket, so the whole subtree is killed.
+        Each connection is a privileged monitor plus the user's unprivileged session process
+        (one process when sshd runs unprivileged); all hold the socket, so the whole subtree
+        is killed.
         """
         cut = 0
         for pid in self.connections():
@@ -86,7 +94,10 @@ class SshServer:
         return cut
 
     def chown_to_user(self, path: Path) -> None:
-        """Give a file or directory created by the test (as root) to the SFTP user."""
+        """Give a file or directory created by the test (as root) to the SFTP user; unprivileged,
+        the test already is the SFTP user and this changes nothing."""
+        if not _privileged():
+            return
         entry = pwd.getpwnam(self.user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -115,6 +126,17 @@ def _descendants(parent: int) -> list[int]:
     for child in _children(parent):
         found += [child, *_descendants(child)]
     return found
+
+
+def _privileged() -> bool:
+    return os.geteuid() == 0
+
+
+def _sftp_user() -> pwd.struct_passwd:
+    """The account clients log in as: ``kcbus-sftp`` as root, else the current user."""
+    if _privileged():
+        return _ensure_user(SFTP_USER)
+    return pwd.getpwuid(os.geteuid())
 
 
 def _ensure_user(name: str) -> pwd.struct_passwd:
@@ -160,7 +182,7 @@ def _greets(port: int) -> bool:
 def sshd_server() -> Iterator[SshServer]:
     """Start sshd with SFTP for the test user; stop it and remove its files on exit."""
     need_executable(_SSHD, "openssh-server")
-    user = _ensure_user(SFTP_USER)
+    user = _sftp_user()
     base = make_base_dir("kcbus-sshd-")
     port = free_port()
     host_pub = _write_key(base / "ssh_host_ed25519_key")
@@ -169,7 +191,8 @@ def sshd_server() -> Iterator[SshServer]:
     (base / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
     root = base / "data"
     root.mkdir()
-    os.chown(root, user.pw_uid, user.pw_gid)
+    if _privileged():
+        os.chown(root, user.pw_uid, user.pw_gid)
     config = base / "sshd_config"
     config.write_text(f"""\
 Port {port}
@@ -177,7 +200,7 @@ ListenAddress 127.0.0.1
 HostKey {base / "ssh_host_ed25519_key"}
 PidFile {base / "sshd.pid"}
 AuthorizedKeysFile {base / "authorized_keys"}
-AllowUsers {SFTP_USER}
+AllowUsers {user.pw_name}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -194,14 +217,15 @@ Subsystem sftp internal-sftp
 ForceCommand internal-sftp
 LogLevel INFO
 """)
-    # sshd's privilege separation needs this directory (normally made by the systemd unit).
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    if _privileged():
+        # sshd's privilege separation needs this directory (normally made by the systemd unit).
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     test = subprocess.run([str(_SSHD), "-t", "-f", str(config)], capture_output=True, check=False)
     if test.returncode != 0:
         remove_base_dir(base)
         raise ServerStartError(f"sshd -t: {test.stderr.decode(errors='replace').strip()}")
     log = base / "sshd.log"
-    server = SshServer(host="127.0.0.1", port=port, user=SFTP_USER,
+    server = SshServer(host="127.0.0.1", port=port, user=user.pw_name,
                        private_key=base / "client_ed25519_key",
                        known_hosts=base / "known_hosts", root=root, base=base)
     watchdog = Watchdog(base)
