@@ -195,10 +195,11 @@ class DemoWorld:
         bus_id = self.config.bus.id
         while deliveries := inbox.receive(100):
             for delivery in deliveries:
-                opened = open_envelope(
-                    delivery.open(), keystore=self.keystores[partner], now=now,
-                    replay_guard=None, attachments_dir=scratch,
-                )
+                with delivery.open() as stream:
+                    opened = open_envelope(
+                        stream, keystore=self.keystores[partner], now=now,
+                        replay_guard=None, attachments_dir=scratch,
+                    )
                 for attachment in opened.attachments:
                     Path(attachment.path).unlink(missing_ok=True)
                 receipt_type: str | None = None
