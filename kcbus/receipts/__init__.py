@@ -1,6 +1,6 @@
 """kcbus receipts: Eingangsbestätigung, Rückweisung, Zustellbestätigung (``kcbus-quittung`` 1.0).
 
-Schema and code lists live in ``schemas/receipts/``; every receipt is validated before it
+Schema and code lists live in ``kcbus/receipts/schemas/``; every receipt is validated before it
 leaves (:class:`ReceiptBuilder`) and is sealed and delivered like any message by the pipeline.
 """
 

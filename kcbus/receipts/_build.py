@@ -7,7 +7,7 @@ Three message types, each a complete XÖV-style message with ``nachrichtenkopf.g
 the original message by its UUID (or, if the envelope could not be opened, its envelope ID).
 
 Invariant: :meth:`ReceiptBuilder.build` validates every receipt against
-``schemas/receipts/kcbus-quittung-1.0.xsd`` before returning it; one that does not validate is
+``kcbus/receipts/schemas/kcbus-quittung-1.0.xsd`` before returning it; one that does not validate is
 a bug in kcbus and raises :class:`~kcbus._errors.ReceiptInvalid` instead of leaving.
 A receipt is about the partner's own message, so a Rückweisung may say which element failed;
 texts are kcbus's own and never copy content values (see :func:`redact`).

@@ -1,4 +1,4 @@
-"""kcbus's code lists (OASIS genericode, ``schemas/receipts/codelists/``) and reason codes.
+"""kcbus's code lists (OASIS genericode, ``kcbus/receipts/schemas/codelists/``) and reason codes.
 
 The rejection-reason list ``urn:kcbus:codeliste:rueckweisungsgrund`` holds one code per
 ``reason_code`` of a :class:`~xoev.PartnerFault` class anywhere in kcbus (xoev, adapters,
@@ -23,8 +23,8 @@ __all__ = [
     "sendable_reason",
 ]
 
-#: ``schemas/receipts`` — the receipt XSD and its code lists (shipped with kcbus).
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "receipts"
+#: ``kcbus/receipts/schemas`` — the receipt XSD and its code lists (package data: in the wheel).
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 REASON_LIST = ("urn:kcbus:codeliste:rueckweisungsgrund", "1.0")
 MESSAGE_TYPE_LIST = ("urn:kcbus:codeliste:quittungsnachrichten", "1.0")
