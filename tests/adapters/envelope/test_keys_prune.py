@@ -1,0 +1,141 @@
+"""Pruning retired keys: only what no envelope a partner may still legitimately send can need,
+never an identity's current keys, and a pruned key never comes back by a re-import."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.envelope import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_PRUNE_GRACE,
+    Expired,
+    Keystore,
+    NoSuchPartner,
+    UnknownSenderKey,
+    open_envelope,
+    seal,
+)
+
+from .conftest import NOW, PASSPHRASE, World
+
+MESSAGE = b"<nachricht>Antrag</nachricht>"
+DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
+
+
+def _kids(store: Keystore, partner: str) -> set[str]:
+    return {info.kid for info in store.keys(partner)}
+
+
+def _rotate_hospital(world: World, overlap: timedelta) -> tuple[Keystore, Keystore, set[str]]:
+    """hospital rotates at NOW; gp imports the new set. Gives (hospital, gp, old kids)."""
+    hospital, gp = world.keystore("hospital"), world.keystore("gp")
+    old = _kids(hospital, "hospital")
+    hospital.rotate("hospital", now=NOW, overlap=overlap)
+    gp.import_public("hospital", hospital.export_public("hospital"), now=NOW)
+    return hospital, gp, old
+
+
+def test_an_envelope_sealed_just_before_retirement_opens_until_the_prune(
+    own_world: World,
+) -> None:
+    hospital = own_world.keystore("hospital")
+    last = seal(MESSAGE, sender="hospital", recipient="gp", keystore=hospital, now=NOW - SECOND)
+    hospital, gp, old = _rotate_hospital(own_world, overlap=timedelta(0))
+
+    # The oldest moment the envelope still opens: prune first, then open.
+    latest = NOW - SECOND + DEFAULT_MAX_AGE
+    assert gp.prune(now=latest) == []
+    assert open_envelope(last.data(), keystore=gp, now=latest, replay_guard=None)
+
+    # Once retired keys are past the grace, they go: the envelope was too old by then anyway
+    # (afterwards it is still refused, as from an unknown key).
+    after = NOW + DEFAULT_PRUNE_GRACE
+    with pytest.raises(Expired):
+        open_envelope(last.data(), keystore=gp, now=after, replay_guard=None)
+    removed = gp.prune(now=after)
+    assert {k.info.kid for k in removed} == old
+    assert all(k.public and not k.private for k in removed)
+    assert _kids(gp, "hospital").isdisjoint(old)
+    with pytest.raises(UnknownSenderKey):
+        open_envelope(last.data(), keystore=gp, now=after, replay_guard=None)
+
+
+def test_our_retired_private_keys_go_with_their_public_halves(own_world: World) -> None:
+    gp = own_world.keystore("gp")
+    old = _kids(gp, "gp")
+    gp.rotate("gp", now=NOW, overlap=2 * DAY)
+    root = own_world.root / "gp"
+    files = lambda: {p.name.removesuffix(".jwe") for p in root.glob("private*/gp/*.jwe")}  # noqa: E731
+    assert len(files()) == 4
+
+    assert gp.prune(now=NOW + 2 * DAY + DEFAULT_PRUNE_GRACE - timedelta(seconds=1)) == []
+    removed = gp.prune(now=NOW + 2 * DAY + DEFAULT_PRUNE_GRACE)
+    assert {k.info.kid for k in removed} == old
+    assert all(k.private and k.public for k in removed)
+    assert files() == _kids(gp, "gp") and files().isdisjoint(old)
+    assert all(gp.decrypter(kid) is None for kid in old)
+    # what the new keys sealed still opens
+    hospital = own_world.keystore("hospital")
+    hospital.import_public("gp", gp.export_public("gp"), now=NOW + 30 * DAY)
+    sealed = seal(MESSAGE, sender="hospital", recipient="gp", keystore=hospital, now=NOW + 30 * DAY)
+    assert open_envelope(sealed.data(), keystore=gp, now=NOW + 30 * DAY, replay_guard=None)
+
+    log = [json.loads(line) for line in (root / "keystore.log").read_text().splitlines()]
+    assert log[-1]["event"] == "pruned" and set(log[-1]["private"]) == old
+
+
+def test_current_keys_are_never_pruned(tmp_path: Path) -> None:
+    store = Keystore(tmp_path / "amt", PASSPHRASE)
+    store.create_identity("amt", "modern", now=NOW, valid_for=DAY)
+    assert store.prune(now=NOW + 10 * 365 * DAY) == []
+    assert store.signer("amt", NOW)  # still there, though long expired
+
+
+def test_a_revocation_is_published_until_the_key_would_have_expired(own_world: World) -> None:
+    gp = own_world.keystore("gp")
+    gp.rotate("gp", now=NOW, overlap=DAY)
+    newest_enc = next(k for k in gp.keys("gp") if k.use == "enc")
+    gp.revoke("gp", newest_enc.kid, now=NOW, reason="key compromise")
+    assert newest_enc.expires is not None
+
+    removed = gp.prune(now=NOW + DEFAULT_PRUNE_GRACE, partner="gp")
+    revoked = [k for k in removed if k.info.kid == newest_enc.kid]
+    assert revoked and revoked[0].private and not revoked[0].public
+    exported = {k["kid"]: k for k in gp.export_public("gp")["keys"]}
+    assert "revoked" in exported[newest_enc.kid]  # partners still learn of the revocation
+    assert gp.decrypter(newest_enc.kid) is None
+
+    removed = gp.prune(now=newest_enc.expires + DEFAULT_PRUNE_GRACE, partner="gp")
+    assert newest_enc.kid in {k.info.kid for k in removed if k.public}
+    assert newest_enc.kid not in _kids(gp, "gp")
+    # the only unrevoked encryption key left is kept: the identity's current one
+    assert [k.use for k in gp.keys("gp")].count("enc") == 1
+
+
+def test_a_pruned_key_never_comes_back(own_world: World) -> None:
+    # hospital's key set as exported before the rotation: the old keys valid for two years
+    old_set = own_world.keystore("hospital").export_public("hospital")
+    _, gp, old = _rotate_hospital(own_world, overlap=DAY)
+    gp.prune(now=NOW + DAY + DEFAULT_PRUNE_GRACE)
+    assert _kids(gp, "hospital").isdisjoint(old)
+
+    gp.import_public("hospital", old_set, now=NOW + 30 * DAY)
+    assert _kids(gp, "hospital").isdisjoint(old)
+    with pytest.raises(Exception, match="already belongs to partner hospital"):
+        gp.import_public("impostor", old_set, now=NOW + 30 * DAY)
+
+
+def test_dry_run_changes_nothing(own_world: World) -> None:
+    _, gp, old = _rotate_hospital(own_world, overlap=DAY)
+    root = own_world.root / "gp"
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    planned = gp.prune(now=NOW + DAY + DEFAULT_PRUNE_GRACE, dry_run=True)
+    assert {k.info.kid for k in planned} == old
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    with pytest.raises(NoSuchPartner):
+        gp.prune(now=NOW, partner="nobody")
