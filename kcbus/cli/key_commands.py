@@ -6,19 +6,26 @@
     kcbus keys rotate  [--partner ID] [--overlap-days 14] [--not-before ISO-TIME]
     kcbus keys revoke  --partner ID --kid KID [--reason TEXT]
     kcbus keys list    [--partner ID] [--json]
+    kcbus keys prune   [--partner ID] [--dry-run] [--max-age-hours H] [--json]
+    kcbus keys passphrase                               re-encrypt private keys, new passphrase
     kcbus seal --from ID --to ID MESSAGE [--attach FILE]... [--via BUS] -o ENVELOPE
     kcbus open ENVELOPE -o DIR [--label] [--max-age-hours H] [--json]
 
-Every command takes ``--keystore DIR`` (default: ``$KCBUS_KEYSTORE``). The passphrase of the
-private keys comes from ``$KCBUS_KEYSTORE_PASSPHRASE`` or a prompt. Exit codes: 0 done,
-1 envelope rejected (tampered, not for us, expired, …), 2 usage or keystore problem.
-``open`` writes nothing unless the whole envelope verified.
+Every command takes ``--keystore DIR`` (default: ``$KCBUS_KEYSTORE``); only ``new`` and
+``import`` create a keystore, the others refuse a folder that holds none (a typo is not an empty
+keystore). The passphrase of the private keys comes from ``$KCBUS_KEYSTORE_PASSPHRASE``, else
+the file named by ``$KCBUS_KEYSTORE_PASSPHRASE_FILE`` (owner-readable only), else a prompt;
+``keys passphrase`` takes the new one from ``$KCBUS_KEYSTORE_NEW_PASSPHRASE`` or a prompt
+asked twice. Exit codes: 0 done, 1 envelope rejected (tampered, not for us, expired, …),
+2 usage or keystore problem. ``open`` writes nothing unless the whole envelope verified.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import getpass
 import json
 import mimetypes
 import os
@@ -29,11 +36,16 @@ from pathlib import Path
 
 from adapters.envelope import (
     DEFAULT_MAX_AGE,
+    DEFAULT_MAX_SKEW,
     DEFAULT_OVERLAP,
+    PASSPHRASE_ENV,
+    PASSPHRASE_FILE_ENV,
     Attachment,
+    EnvelopeRejected,
     KeyInfo,
     Keystore,
     KeystoreError,
+    PrunedKey,
     RoutingLabel,
     open_envelope,
     open_label,
@@ -45,6 +57,11 @@ __all__ = ["register"]
 EXIT_OK = 0
 EXIT_USAGE = 2
 KEYSTORE_ENV = "KCBUS_KEYSTORE"
+NEW_PASSPHRASE_ENV = "KCBUS_KEYSTORE_NEW_PASSPHRASE"
+_PASSPHRASE_HELP = (
+    f"Passphrase of the private keys: ${PASSPHRASE_ENV}, else the file named by "
+    f"${PASSPHRASE_FILE_ENV} (mode 0600/0400), else a prompt."
+)
 
 
 def _keystore_options() -> argparse.ArgumentParser:
@@ -58,7 +75,8 @@ def _keystore_options() -> argparse.ArgumentParser:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = _keystore_options()
     keys = subparsers.add_parser("keys", help="manage envelope keys (ours and partners')",
-                                 description="Manage the keystore: identities, partner keys.")
+                                 description="Manage the keystore: identities, partner keys.",
+                                 epilog=_PASSPHRASE_HELP)
     actions = keys.add_subparsers(dest="keys_command", required=True,
                                   parser_class=type(keys))
 
@@ -102,6 +120,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("--partner")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_one_line(_keys_list))
+
+    prune = actions.add_parser(
+        "prune", parents=[common], help="remove retired keys no envelope can still need",
+        description="Remove our private keys and partners' public keys that were revoked or "
+        "expired longer ago than the oldest envelope `kcbus open` accepts (--max-age-hours) "
+        "plus the clock skew. The current keys of every partner are always kept; a revoked "
+        "key's public half stays until it would have expired, so exports still carry the "
+        "revocation.")
+    prune.add_argument("--partner", help="default: every partner of the keystore")
+    prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    prune.add_argument("--max-age-hours", type=float,
+                       default=DEFAULT_MAX_AGE.total_seconds() / 3600,
+                       help="oldest envelope still to be opened (default: as kcbus open)")
+    prune.add_argument("--json", action="store_true")
+    prune.set_defaults(handler=_one_line(_keys_prune))
+
+    passphrase = actions.add_parser(
+        "passphrase", parents=[common], help="change the passphrase of the private keys",
+        description="Re-encrypt every private key under a new passphrase, atomically: if "
+        "interrupted, the keystore opens with the old or the new passphrase, never neither. "
+        f"The new passphrase comes from ${NEW_PASSPHRASE_ENV} or a prompt asked twice.",
+        epilog=_PASSPHRASE_HELP + " Update it wherever workers read it (secrets backend, "
+        "credential file) right after the change.")
+    passphrase.set_defaults(handler=_one_line(_keys_passphrase))
 
     sealer = subparsers.add_parser("seal", parents=[common], help="seal a message",
                                    description="Sign with --from's key, encrypt for --to.")
@@ -155,10 +197,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _open_keystore(args: argparse.Namespace) -> Keystore:
+def _open_keystore(args: argparse.Namespace, *, create: bool = False) -> Keystore:
     if args.keystore is None:
         raise KeystoreError(f"no keystore: pass --keystore DIR or set ${KEYSTORE_ENV}")
-    return Keystore(args.keystore)
+    path: Path = args.keystore
+    if not create and not (path / "partners").is_dir():
+        raise KeystoreError(f"no keystore at {path} (create one with `kcbus keys new`)")
+    return Keystore(path)
 
 
 def _time(value: datetime | None) -> str:
@@ -182,7 +227,7 @@ def _print_keys(infos: list[KeyInfo], now: datetime) -> None:
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    store, now = _open_keystore(args), _now()
+    store, now = _open_keystore(args, create=True), _now()
     infos = store.create_identity(args.partner, args.profile, now=now,
                                   valid_for=timedelta(days=args.valid_days),
                                   rsa_bits=args.rsa_bits)
@@ -208,7 +253,7 @@ def _keys_import(args: argparse.Namespace) -> int:
         raise KeystoreError(f"{args.file} is not JSON") from exc
     if not isinstance(jwks, dict):
         raise KeystoreError(f"{args.file} is not a JWK set")
-    store, now = _open_keystore(args), _now()
+    store, now = _open_keystore(args, create=True), _now()
     _print_keys(store.import_public(args.partner, jwks, now=now), now)
     return EXIT_OK
 
@@ -239,6 +284,62 @@ def _keys_list(args: argparse.Namespace) -> int:
         print(json.dumps([_key_json(i, now) for i in infos], indent=2))
     else:
         _print_keys(infos, now)
+    return EXIT_OK
+
+
+def _keys_prune(args: argparse.Namespace) -> int:
+    store, now = _open_keystore(args), _now()
+    grace = timedelta(hours=args.max_age_hours) + DEFAULT_MAX_SKEW
+    pruned = store.prune(now=now, partner=args.partner, grace=grace, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run,
+                          "removed": [_pruned_json(k, now) for k in pruned]}, indent=2))
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    for key in pruned:
+        info = key.info
+        print(f"{verb} {_pruned_parts(key):<19} {info.partner}  {info.use}  {info.kid}  "
+              f"{info.status(now)} since {_time(_retired(info))}")
+    if not pruned:
+        print(f"nothing to prune in {store.path}")
+    return EXIT_OK
+
+
+def _retired(info: KeyInfo) -> datetime | None:
+    moments = [when for when in (info.revoked_at, info.expires) if when is not None]
+    return min(moments, default=None)
+
+
+def _pruned_parts(key: PrunedKey) -> str:
+    if key.private and key.public:
+        return "private+public key"
+    return "private key" if key.private else "public key"
+
+
+def _pruned_json(key: PrunedKey, now: datetime) -> dict[str, object]:
+    return {**_key_json(key.info, now), "private_removed": key.private,
+            "public_removed": key.public}
+
+
+def _new_passphrase() -> str:
+    value = os.environ.get(NEW_PASSPHRASE_ENV)
+    if value:
+        return value
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise KeystoreError(f"set ${NEW_PASSPHRASE_ENV} or run in a terminal to be asked")
+    first = getpass.getpass("new keystore passphrase: ")
+    if not first:
+        raise KeystoreError("empty keystore passphrase")
+    if getpass.getpass("new keystore passphrase again: ") != first:
+        raise KeystoreError("the two new passphrases differ: nothing changed")
+    return first
+
+
+def _keys_passphrase(args: argparse.Namespace) -> int:
+    store = _open_keystore(args)
+    store.unlock()  # the current passphrase first: a wrong one should not cost the new prompt
+    count = store.change_passphrase(_new_passphrase(), now=_now())
+    print(f"re-encrypted {count} private keys of {store.path} under the new passphrase")
     return EXIT_OK
 
 
@@ -311,9 +412,17 @@ def _open(args: argparse.Namespace) -> int:
     out: Path = args.output
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeystoreError(f"{out} is not an empty folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    opened = open_envelope(args.envelope, keystore=store, now=now, replay_guard=None,
-                           attachments_dir=out, max_age=max_age)
+    try:
+        opened = open_envelope(args.envelope, keystore=store, now=now, replay_guard=None,
+                               attachments_dir=out, max_age=max_age)
+    except (EnvelopeRejected, KeystoreError):
+        # Nothing of a rejected envelope is written; nor is the folder we made for it.
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     # The sender names its attachments; one may be called like the message file. The message
     # then takes the next free name (the report says which) instead of failing.
     target = out / _message_name(opened.media_type)
