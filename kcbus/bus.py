@@ -175,6 +175,9 @@ class Bus:
             counts = seal_batch(self.runtime, limit, destination, unit=unit)
         with self._unit() as unit:
             counts += deliver_batch(self.runtime, limit, destination, unit=unit)
+            # The Zustellbestätigungen (and Rückweisungen) just written are sealed in the same
+            # transaction; the next pass sends them.
+            counts += seal_new(self.runtime, unit)
         return counts
 
     def due_destinations(self) -> list[str]:

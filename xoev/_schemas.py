@@ -36,7 +36,15 @@ Rules (each one is visible through :meth:`SchemaRegistry.packages` and ``kcbus s
   uses a default namespace (libxml2 would write ``/*/*[1]``), see ``xoev/_paths.py``.
 * **Code lists.** :meth:`SchemaRegistry.code_values` types each code-like element through
   xmlschema's component model (``xoev/_typemap.py``) to learn the ``listURI``/``listVersionID``
-  the schema fixes (XÖV code-list types 2 and 3); libxml2 cannot say.
+  the schema fixes (XÖV code-list types 2 and 3); libxml2 cannot say. What it learns is kept
+  per compiled schema by *element path* (the tags from the root down): without ``xsi:type``
+  an element's schema type depends on that path alone, so a later document whose code
+  elements sit on known paths is checked by a plain lxml walk and dictionary lookups. A new
+  path, a schema value not learned yet, or any ``xsi:type`` in the document goes through the
+  type walk again (and teaches the cache) — the results are the type walk's, always.
+* **No clock.** xoev is sans-IO: compile times are measured only with a clock the caller
+  passes (``SchemaRegistry.from_dirs(..., clock=time.perf_counter)``); without one
+  :attr:`CompileReport.seconds` is 0.0.
 """
 
 from __future__ import annotations
@@ -44,10 +52,9 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 import tomllib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -140,6 +147,8 @@ class ValidationResult:
 @dataclass(frozen=True)
 class CompileReport:
     entry: Path
+    #: Compile time by the registry's clock; 0.0 when it was built without one (xoev reads
+    #: no clock itself).
     seconds: float
     engine: str
     #: Namespaces imported from several files that were merged by an include wrapper.
@@ -214,6 +223,28 @@ class _Compiled:
 _CACHE: dict[tuple[object, ...], _Compiled] = {}
 _DIAG_CACHE: dict[tuple[object, ...], xmlschema.XMLSchemaBase] = {}
 _WALKERS: dict[tuple[object, ...], TypeWalker] = {}
+_CODE_PATHS: dict[tuple[object, ...], _CodePaths] = {}
+
+
+class _Unknown:
+    """A schema value the type walk has not revealed yet (the message sent its own)."""
+
+
+_UNKNOWN = _Unknown()
+_Fixed = str | None | _Unknown
+
+
+@dataclass
+class _CodePaths:
+    """What the type walk learned per element path (tags from the element up) for one compiled
+    schema: ``None`` for a code-like element whose type is no code type, else the schema's
+    (listURI, listVersionID), each :data:`_UNKNOWN` until a document omitted it there."""
+
+    slots: dict[tuple[object, ...], tuple[_Fixed, _Fixed] | None] = field(default_factory=dict)
+
+
+_HAS_XSI_TYPE = etree.XPath("boolean(//@xsi:type)", namespaces={"xsi": XSI})
+_CodeValue = tuple[etree._Element, str | None, str | None, str | None]
 _CACHE_LOCK = threading.RLock()  # compile may build an xmlschema twin under it
 
 
@@ -328,8 +359,12 @@ def redact(message: str) -> str:
 class SchemaRegistry:
     """Schema packages indexed by target namespace and global elements (see module doc)."""
 
-    def __init__(self, packages: Sequence[_Package]) -> None:
+    def __init__(
+        self, packages: Sequence[_Package], *, clock: Callable[[], float] | None = None
+    ) -> None:
         self._packages = tuple(packages)
+        #: Measures compile times (monotonic seconds); ``None``: not measured (sans-IO).
+        self._clock = clock
         self._owner: dict[str | None, _Package] = {}
         for package in self._packages:
             for xsd in package.files.values():
@@ -343,7 +378,9 @@ class SchemaRegistry:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_dirs(cls, dirs: Sequence[Path | str]) -> SchemaRegistry:
+    def from_dirs(
+        cls, dirs: Sequence[Path | str], *, clock: Callable[[], float] | None = None
+    ) -> SchemaRegistry:
         packages: list[_Package] = []
         names: set[str] = set()
         for order, raw in enumerate(dirs):
@@ -372,7 +409,7 @@ class SchemaRegistry:
                 version=str(version) if version is not None else None,
                 entries=entries,
             ))
-        return cls(packages)
+        return cls(packages, clock=clock)
 
     def _all_files(self) -> Iterable[tuple[_Package, XsdFile]]:
         for package in self._packages:
@@ -591,14 +628,17 @@ class SchemaRegistry:
         self._compiled_here[entry] = compiled
         return compiled
 
+    def _elapsed(self, started: float) -> float:
+        return 0.0 if self._clock is None else self._clock() - started
+
     def _compile(self, entry: Path) -> _Compiled:
-        started = time.perf_counter()
+        started = 0.0 if self._clock is None else self._clock()
         imports, xsd11, _ = self._closure(entry)
         multi = {ns: self._minimal(paths) for ns, paths in imports.items() if len(paths) > 1}
         multi = {ns: paths for ns, paths in multi.items() if len(paths) > 1}
         if xsd11:
             schema11 = self._xmlschema(entry, version="1.1")
-            report = CompileReport(entry, time.perf_counter() - started, "xmlschema-1.1",
+            report = CompileReport(entry, self._elapsed(started), "xmlschema-1.1",
                                    (), (), ())
             return _Compiled(report, None, schema11)
         merged: tuple[str, ...] = ()
@@ -619,7 +659,7 @@ class SchemaRegistry:
             if schema is None:
                 raise SchemaCompileError(entry, problems, resolver.unresolved)
         assert resolver is not None
-        report = CompileReport(entry, time.perf_counter() - started, "libxml2", merged,
+        report = CompileReport(entry, self._elapsed(started), "libxml2", merged,
                                unmerged, tuple(resolver.unresolved))
         return _Compiled(report, schema, None)
 
@@ -691,6 +731,21 @@ class SchemaRegistry:
         types 2 and 3). Elements are placed by their schema type, not by their look."""
         root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
         _, entry = self._entry(root)
+        key = (str(entry), self._url_key)
+        paths = _CODE_PATHS.get(key)
+        if paths is None:
+            paths = _CODE_PATHS.setdefault(key, _CodePaths())
+        if not _HAS_XSI_TYPE(root):
+            known = _known_code_values(root, paths)
+            if known is not None:
+                return known
+        values = self._walked_code_values(entry, root)
+        if not _HAS_XSI_TYPE(root):
+            _learn(root, values, paths)
+        return values
+
+    def _walked_code_values(self, entry: Path, root: etree._Element) -> list[_CodeValue]:
+        """:meth:`code_values` by the type walk through xmlschema's components."""
         _, xsd11, _ = self._closure(entry)
         key = (str(entry), self._url_key, "walker")
         walker = _WALKERS.get(key)
@@ -699,13 +754,8 @@ class SchemaRegistry:
 
             walker = TypeWalker(self._xmlschema(entry, version="1.1" if xsd11 else "1.0"))
             _WALKERS[key] = walker
-        values = []
-        for element, uri, version in walker.iter_codes(root):
-            code_element = element.find("code")
-            code = code_element.text.strip() if code_element is not None and \
-                code_element.text else None
-            values.append((element, uri, version, code or None))
-        return values
+        return [(element, uri, version, _code_text(element))
+                for element, uri, version in walker.iter_codes(root)]
 
     def diagnose(self, tree: etree._ElementTree | etree._Element) -> ValidationResult:
         """xmlschema's diagnostics (precise reasons), on demand. Never the reference verdict:
@@ -718,6 +768,62 @@ class SchemaRegistry:
         qname = etree.QName(root)
         return ValidationResult(not issues, issues, package.name, qname.namespace,
                                 qname.localname, entry, "xmlschema", truncated)
+
+
+def _code_text(element: etree._Element) -> str | None:
+    code_element = element.find("code")
+    return _stripped(code_element.text if code_element is not None else None)
+
+
+def _stripped(text: str | None) -> str | None:
+    return (text.strip() or None) if text else None
+
+
+def _code_like(
+    root: etree._Element,
+) -> Iterable[tuple[etree._Element, etree._Element, tuple[object, ...]]]:
+    """Elements that look like ``xoev-code:Code`` (first child an unqualified ``code``), in
+    document order as the type walk visits them: (element, its ``code``, its element path
+    — the tags from the element up to the root, walked by libxml2)."""
+    for code in root.iter("code"):
+        element = code.getparent()
+        if element is None or next(element.iterchildren(tag=etree.Element)) is not code:
+            continue
+        yield element, code, (element.tag, *[a.tag for a in element.iterancestors()])
+
+
+def _known_code_values(root: etree._Element, paths: _CodePaths) -> list[_CodeValue] | None:
+    """:meth:`SchemaRegistry.code_values` from learned paths; ``None`` if one is missing."""
+    values: list[_CodeValue] = []
+    slots = paths.slots
+    for element, code, path in _code_like(root):
+        slot = slots.get(path, _UNKNOWN)
+        if slot is None:
+            continue
+        if isinstance(slot, _Unknown):
+            return None
+        uri = element.get("listURI") or slot[0]
+        version = element.get("listVersionID") or slot[1]
+        if isinstance(uri, _Unknown) or isinstance(version, _Unknown):
+            return None
+        values.append((element, uri, version, _stripped(code.text)))
+    return values
+
+
+def _learn(root: etree._Element, values: list[_CodeValue], paths: _CodePaths) -> None:
+    """Record what the type walk said about each code-like element's path (no ``xsi:type``
+    in the document: the path alone decides the type)."""
+    walked = {element: (uri, version) for element, uri, version, _ in values}
+    for element, _, path in _code_like(root):
+        found = walked.get(element)
+        if found is None:
+            paths.slots[path] = None
+            continue
+        old = paths.slots.get(path) or (_UNKNOWN, _UNKNOWN)
+        # The walk reports the message's value where it sent one: the schema's stays unknown.
+        uri = old[0] if element.get("listURI") else found[0]
+        version = old[1] if element.get("listVersionID") else found[1]
+        paths.slots[path] = (uri, version)
 
 
 def _hint(root: etree._Element, namespace: str | None) -> str | None:

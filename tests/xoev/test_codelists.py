@@ -104,3 +104,34 @@ def test_code_lists_from_scratch(tmp_path: Path) -> None:
     (tmp_path / "broken.xml").write_text("<nicht-genericode/>")
     with pytest.raises(ConfigurationError):
         CodeLists.from_dir(tmp_path)
+
+
+def test_learned_paths_give_the_type_walks_reports(xbau_codelists: CodeLists,
+                                                  xbau_registry: SchemaRegistry,
+                                                  xbau_message: bytes) -> None:
+    """Code elements on paths the registry has seen are checked from what it learned there;
+    the reports are the type walk's, whichever documents came first."""
+    from xoev import _schemas
+
+    bare = xbau_message.replace(
+        b'<nachrichtentyp listURI="urn:xoev-de:xbau:codeliste:xbau-nachrichten" '
+        b'listVersionID="4.0">', b"<nachrichtentyp>")
+    wrong = xbau_message.replace(b"<code>image/png</code>", b"<code>text/x-nope</code>")
+    xsi = b' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="xbau:Code.Anlagen"'
+    typed = xbau_message.replace(b'<anlageart listVersionID="3.0">',
+                                 b'<anlageart listVersionID="3.0"' + xsi + b">")
+    documents = [xbau_message, bare, wrong, typed, xbau_message, bare, wrong]
+
+    def report(data: bytes) -> tuple[object, ...]:
+        found = xbau_codelists.check(parse_xml(data), registry=xbau_registry)
+        return found.issues, found.not_checked, found.checked
+
+    walked = []
+    for data in documents:  # the type walk alone: forget every path before each document
+        _schemas._CODE_PATHS.clear()
+        walked.append(report(data))
+    _schemas._CODE_PATHS.clear()
+    assert [report(data) for data in documents] == walked
+    # The message sent nachrichtentyp's list itself first: the schema's value was learned
+    # only when a document omitted it, and is used from then on.
+    assert walked[1] == walked[5] and walked[1][2] == 5
