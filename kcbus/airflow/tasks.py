@@ -53,6 +53,7 @@ def bus(actor: str, path: Path | None = None) -> Bus:
     """The process's :class:`~kcbus.bus.Bus` for this config (built once: schemas, keys,
     ledger, transports), recording ``actor`` with every ledger event from now on."""
     from kcbus.airflow.hook import open_endpoint
+    from kcbus.airflow.secrets import keystore_passphrase
     from kcbus.airflow.settings import config_path, load_config
     from kcbus.bus import Bus
 
@@ -70,7 +71,10 @@ def bus(actor: str, path: Path | None = None) -> Bus:
         for partner in config.partners.values()
         if partner.deliver_to and partner.deliver_to.lower().startswith("conn://")
     }
-    opened = Bus.open(config, actor=actor, transports=transports)
+    # The keystore passphrase: environment, a secrets file, or Airflow's secrets (see
+    # kcbus.airflow.secrets); looked up only when a private key is first needed.
+    opened = Bus.open(config, actor=actor, transports=transports,
+                      passphrase=keystore_passphrase())
     _BUSES[source] = opened
     return opened
 
