@@ -7,6 +7,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_the_task_bus_gets_the_lazy_source(clean: pytest.MonkeyPatch, tmp_path: 
     from kcbus.airflow import settings
 
     class Config:
-        partners: dict[str, object] = {}
+        partners: ClassVar[dict[str, object]] = {}
 
     seen: dict[str, object] = {}
 
