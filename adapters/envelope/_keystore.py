@@ -929,8 +929,9 @@ class Keystore:
         ``grace`` ago — by default the oldest envelope ``open_envelope`` accepts — so nothing
         a partner may still legitimately send becomes unopenable (rules: ``_keys.prunable``).
 
-        The newest unrevoked key of each use of every partner is kept whatever its dates (an
-        identity never loses its current keys; a partner never vanishes). Removed key IDs are
+        The current key of each use of every partner is kept whatever its dates (the one
+        seal/open would pick now, else the newest unrevoked: an identity never loses its
+        current keys; a partner never vanishes). Removed key IDs are
         remembered, so re-importing an old key set does not bring them back. ``dry_run``
         reports what would go and changes nothing."""
         if partner is not None:
@@ -941,7 +942,7 @@ class Keystore:
                 raise NoSuchPartner(partner)
             for name in [partner] if partner is not None else sorted(self._entries):
                 entries = self._entries[name]
-                protected = _current_kids(entries)
+                protected = _current_kids(entries, now)
                 mine: list[PrunedKey] = []
                 for entry in entries:
                     if entry.info.kid in protected:
@@ -986,16 +987,19 @@ def _order(info: KeyInfo) -> tuple[float, float]:
     return nbf, iat
 
 
-def _current_kids(entries: Sequence[_Entry]) -> set[str]:
-    """The newest unrevoked key of each use: what prune never touches."""
-    newest: dict[str, KeyInfo] = {}
+def _current_kids(entries: Sequence[_Entry], now: datetime) -> set[str]:
+    """What prune never touches: per use, the key seal/open would pick now (the newest valid
+    one), else — all expired — the newest unrevoked one."""
+    current: dict[str, tuple[bool, tuple[float, float], KeyInfo]] = {}
     for entry in entries:
         info = entry.info
-        if info.revoked_at is None and (
-            info.use not in newest or _order(info) > _order(newest[info.use])
-        ):
-            newest[info.use] = info
-    return {info.kid for info in newest.values()}
+        if info.revoked_at is not None:
+            continue
+        rank = (info.valid_at(now), _order(info))
+        best = current.get(info.use)
+        if best is None or rank > best[:2]:
+            current[info.use] = (*rank, info)
+    return {info.kid for _, _, info in current.values()}
 
 
 def _newest_first(infos: Sequence[KeyInfo]) -> list[KeyInfo]:
