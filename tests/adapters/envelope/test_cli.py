@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -393,7 +394,7 @@ def test_the_new_passphrase_prompt_asks_twice(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("KCBUS_KEYSTORE_NEW_PASSPHRASE", raising=False)
     monkeypatch.setattr(sys, "stdin", Terminal())
     answers = iter(["one", "two", "same", "same"])
-    monkeypatch.setattr(key_commands.getpass, "getpass", lambda prompt: next(answers))
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
     with pytest.raises(KeystoreError, match="differ"):
         key_commands._new_passphrase()
     assert key_commands._new_passphrase() == "same"

@@ -70,7 +70,10 @@ def test_our_retired_private_keys_go_with_their_public_halves(own_world: World) 
     old = _kids(gp, "gp")
     gp.rotate("gp", now=NOW, overlap=2 * DAY)
     root = own_world.root / "gp"
-    files = lambda: {p.name.removesuffix(".jwe") for p in root.glob("private*/gp/*.jwe")}  # noqa: E731
+
+    def files() -> set[str]:
+        return {p.name.removesuffix(".jwe") for p in root.glob("private*/gp/*.jwe")}
+
     assert len(files()) == 4
 
     assert gp.prune(now=NOW + 2 * DAY + DEFAULT_PRUNE_GRACE - timedelta(seconds=1)) == []
