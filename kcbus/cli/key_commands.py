@@ -268,6 +268,12 @@ def _keys_rotate(args: argparse.Namespace) -> int:
                              not_before=args.not_before, profile=args.profile,
                              rsa_bits=args.rsa_bits)
         _print_keys(infos, now)
+        if args.not_before is None:
+            # Partners verify with the public keys they imported: until they import the new
+            # set, they reject what the new keys sign. Pre-staging avoids that gap.
+            print(f"note: {partner}'s new keys sign from now on; partners need "
+                  f"`kcbus keys export --partner {partner}` imported first "
+                  "(use --not-before to pre-stage a rotation)", file=sys.stderr)
     return EXIT_OK
 
 
