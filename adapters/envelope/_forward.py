@@ -79,7 +79,6 @@ def forward_content(source: bytes | Path, label: OpenedLabel) -> SealedEnvelope:
         created=label.created,
         signing_kid=label.signing_kid,
         encryption_kid=kid,
-        manifest=(),
         size=size,
         via=None,
         is_compact=only_content,

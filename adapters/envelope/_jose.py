@@ -31,7 +31,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import pybase64
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -46,7 +46,6 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_unwrap,
     aes_key_wrap,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.envelope._errors import Malformed, Tampered, UnsupportedAlgorithm
 
@@ -62,6 +61,7 @@ __all__ = [
     "VerifyKey",
     "b64d",
     "b64e",
+    "compact_length",
     "decrypt",
     "encrypt_compact",
     "parse_jwe",
@@ -86,6 +86,9 @@ ENC: Final = "A256GCM"
 # thousand attachments fits easily).
 MAX_HEADER: Final = 256 * 1024
 
+_dumps: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads: Final = json.JSONDecoder().decode
+
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 # RFC 7518 §3.5: PS512 uses MGF1 with SHA-512 and a salt as long as the hash output.
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
@@ -107,44 +110,64 @@ def b64e(data: Buffer) -> bytes:
     return pybase64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def b64d(data: Buffer, part: str) -> bytes:
-    """Strict base64url decoding; anything non-canonical is :class:`Malformed`."""
-    n = len(data)
-    rem = n % 4
-    raw: bytes | bytearray
-    if rem == 0 and isinstance(data, bytes):
-        raw = data
-    else:
-        raw = bytearray(n + len(_PAD[rem]))  # one copy, padding included
-        raw[:n] = data
-        raw[n:] = _PAD[rem]
-    # pybase64 with altchars also accepts '+' and '/', and ignores non-zero trailing bits:
-    # refuse both, so each envelope has exactly one encoding (RFC 4648 §3.5).
-    if (
-        raw.find(b"+", 0, n) >= 0
-        or raw.find(b"/", 0, n) >= 0
-        or raw.find(b"=", 0, n) >= 0
-        or (rem and _VALUE.get(raw[n - 1], 0) & _UNUSED_BITS[rem])
-    ):
+def _b64e_view(data: Buffer) -> memoryview:
+    """:func:`b64e` as a view, for joining: saves the copy ``rstrip`` makes of padded output."""
+    encoded = pybase64.urlsafe_b64encode(data)
+    return memoryview(encoded)[: len(encoded) - (-len(data)) % 3]
+
+
+def _check_alphabet(data: bytes | bytearray, part: str) -> None:
+    """Refuse '+', '/' and '=' anywhere in ``data``: pybase64 with altchars accepts them, and
+    they would give one envelope a second encoding (RFC 4648 §3.5). A compact token is checked
+    once as a whole (three memchr passes) rather than segment by segment."""
+    if b"+" in data or b"/" in data or b"=" in data:
         raise Malformed(part, detail="non-canonical base64url")
+
+
+def _decode(data: Buffer, part: str, suffix: bytes = b"") -> bytes:
+    """Decode base64url whose alphabet :func:`_check_alphabet` has passed, strictly: no padding,
+    zero unused bits; ``suffix`` is appended in the same copy (the GCM tag after the
+    ciphertext). The 4-aligned bulk is decoded in place and only the last 2-3 characters get
+    their padding, so the input is never copied."""
+    n = len(data)
+    rem = n & 3
     try:
-        return pybase64.b64decode(raw, altchars=b"-_", validate=True)
+        if rem == 0:
+            decoded = pybase64.b64decode(data, altchars=b"-_", validate=True)
+            return decoded + suffix if suffix else decoded
+        if rem == 1 or _VALUE.get(data[n - 1], 0) & _UNUSED_BITS[rem]:
+            raise Malformed(part, detail="non-canonical base64url")
+        head = n - rem
+        tail = pybase64.b64decode(bytes(data[head:]) + _PAD[rem], altchars=b"-_", validate=True)
+        if not head:
+            return tail + suffix
+        bulk = pybase64.b64decode(memoryview(data)[:head], altchars=b"-_", validate=True)
+        return b"".join((bulk, tail, suffix))
     except ValueError:
         raise Malformed(part, detail="bad base64url") from None
 
 
+def b64d(data: Buffer, part: str) -> bytes:
+    """Strict base64url decoding; anything non-canonical is :class:`Malformed`."""
+    _check_alphabet(data if isinstance(data, (bytes, bytearray)) else bytes(data), part)
+    return _decode(data, part)
+
+
 def _json_b64(obj: Mapping[str, object]) -> bytes:
-    return b64e(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+    return b64e(_dumps(obj).encode())
 
 
 def _header(segment: Buffer, part: str) -> JSON:
+    """A protected header; the caller has checked its alphabet (with the token's)."""
     if len(segment) > MAX_HEADER:
         raise Malformed(part, detail="protected header too large")
     try:
-        value = json.loads(b64d(segment, part))
+        # RFC 7515 §5.2: the header is the UTF-8 of a JSON object (json.loads of bytes would
+        # also guess UTF-16 and UTF-32).
+        value = _loads(_decode(segment, part).decode())
     except (ValueError, UnicodeDecodeError):
         raise Malformed(part, detail="protected header is not JSON") from None
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise Malformed(part, detail="protected header is not a JSON object")
     if "crit" in value:
         # RFC 7515 §4.1.11: we understand no extension, so any "crit" must be refused.
@@ -152,17 +175,41 @@ def _header(segment: Buffer, part: str) -> JSON:
     return value
 
 
+def _kind(key: object) -> type:
+    """The profile class of a key (Ed25519PrivateKey, RSAPublicKey, ...), by its concrete type:
+    ``isinstance`` against cryptography's ABCs walks the ABC cache on every call."""
+    kind = _KINDS.get(type(key))
+    if kind is None:
+        for kind in _KEY_CLASSES:
+            if isinstance(key, kind):
+                _KINDS[type(key)] = kind
+                return kind
+        raise TypeError(f"unsupported key type {type(key).__name__}")
+    return kind
+
+
+_KEY_CLASSES: Final = (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    RSAPrivateKey,
+    RSAPublicKey,
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+_KINDS: dict[type, type] = {}
+
+
 # --- JWS ------------------------------------------------------------------------------------
 
 
 def sign_compact(header: Mapping[str, object], payload: bytes, key: SignKey) -> bytes:
     """JWS compact serialization (RFC 7515 §7.1); ``header["alg"]`` must match ``key``."""
-    signing_input = b".".join((_json_b64(header), b64e(payload)))
-    if isinstance(key, Ed25519PrivateKey):
-        signature = key.sign(signing_input)
+    signing_input = b".".join((_json_b64(header), _b64e_view(payload)))
+    if _kind(key) is Ed25519PrivateKey:
+        signature = cast("Ed25519PrivateKey", key).sign(signing_input)
     else:
-        signature = key.sign(signing_input, _PSS, _SHA512)
-    return b".".join((signing_input, b64e(signature)))
+        signature = cast("RSAPrivateKey", key).sign(signing_input, _PSS, _SHA512)
+    return b".".join((signing_input, _b64e_view(signature)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +230,8 @@ class JwsParts:
         return kid if isinstance(kid, str) else None
 
     def payload(self) -> bytes:
-        return b64d(self.payload_b64, "payload")
+        """The decoded payload (its alphabet was checked with the whole JWS)."""
+        return _decode(self.payload_b64, "payload")
 
 
 def parse_jws(token: bytes) -> JwsParts:
@@ -191,23 +239,28 @@ def parse_jws(token: bytes) -> JwsParts:
     last = token.rfind(b".")
     if first < 0 or first == last:
         raise Malformed("signature", detail="not a compact JWS")
+    _check_alphabet(token, "signature")
     view = memoryview(token)
     return JwsParts(
         header=_header(view[:first], "header"),
         signing_input=view[:last],
         payload_b64=view[first + 1 : last],
-        signature=b64d(view[last + 1 :], "signature"),
+        signature=_decode(view[last + 1 :], "signature"),
     )
 
 
 def verify(parts: JwsParts, key: VerifyKey) -> None:
     """Check the signature with ``key``; the caller has matched ``alg`` to the key's type."""
     alg = parts.alg
+    kind = _kind(key)
     try:
-        if isinstance(key, Ed25519PublicKey) and alg in ("Ed25519", "EdDSA"):
-            key.verify(parts.signature, parts.signing_input)
-        elif isinstance(key, RSAPublicKey) and alg == "PS512":
-            key.verify(parts.signature, bytes(parts.signing_input), _PSS, _SHA512)
+        if kind is Ed25519PublicKey and alg in ("Ed25519", "EdDSA"):
+            # cryptography takes any buffer; its stubs say bytes.
+            signing_input = cast("bytes", parts.signing_input)
+            cast("Ed25519PublicKey", key).verify(parts.signature, signing_input)
+        elif kind is RSAPublicKey and alg == "PS512":
+            signing_input = cast("bytes", parts.signing_input)
+            cast("RSAPublicKey", key).verify(parts.signature, signing_input, _PSS, _SHA512)
         else:
             raise UnsupportedAlgorithm(alg)
     except InvalidSignature:
@@ -235,23 +288,76 @@ def _concat_kdf(z: bytes, alg: bytes, apu: bytes, apv: bytes) -> bytes:
     return hashlib.sha256(b"\x00\x00\x00\x01" + z + other).digest()
 
 
+# OtherInfo for ECDH-ES+A256KW without apu/apv (what we send), precomputed.
+_ECDH_OTHER: Final = b"\x00\x00\x00\x0eECDH-ES+A256KW" + bytes(8) + (256).to_bytes(4, "big")
+
+
 def encrypt_compact(header: Mapping[str, object], plaintext: bytes, key: EncryptKey) -> bytes:
     """JWE compact serialization (RFC 7516 §7.1) with A256GCM; ``header["alg"]`` must be the
     key's algorithm. ``epk`` is added for ECDH-ES."""
     cek = AESGCM.generate_key(256)
     protected = dict(header)
-    if isinstance(key, X25519PublicKey):
+    if _kind(key) is X25519PublicKey:
         ephemeral = X25519PrivateKey.generate()
-        raw = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        raw = ephemeral.public_key().public_bytes_raw()
         protected["epk"] = {"kty": "OKP", "crv": "X25519", "x": b64e(raw).decode()}
-        kek = _concat_kdf(ephemeral.exchange(key), b"ECDH-ES+A256KW", b"", b"")
+        z = ephemeral.exchange(cast("X25519PublicKey", key))
+        kek = hashlib.sha256(b"\x00\x00\x00\x01" + z + _ECDH_OTHER).digest()
         encrypted_key = aes_key_wrap(kek, cek)
     else:
-        encrypted_key = key.encrypt(cek, _OAEP)
+        encrypted_key = cast("RSAPublicKey", key).encrypt(cek, _OAEP)
     aad = _json_b64(protected)
     iv = os.urandom(12)
     sealed = memoryview(AESGCM(cek).encrypt(iv, plaintext, aad))
-    return b".".join((aad, b64e(encrypted_key), b64e(iv), b64e(sealed[:-16]), b64e(sealed[-16:])))
+    return b".".join(
+        (aad, b64e(encrypted_key), b64e(iv), _b64e_view(sealed[:-16]), b64e(sealed[-16:]))
+    )
+
+
+def _b64_length(n: int) -> int:
+    return (4 * n + 2) // 3
+
+
+def compact_length(
+    jws_header: Mapping[str, object],
+    payload_length: int,
+    sign_key: SignKey,
+    jwe_header: Mapping[str, object],
+    encrypt_key: EncryptKey,
+) -> int:
+    """The exact length of ``encrypt_compact(jwe_header, sign_compact(jws_header, payload,
+    sign_key), encrypt_key)`` without signing or encrypting: every part has a length fixed by
+    the algorithms (signature and wrapped key by the key size, ``epk.x`` 43 characters), so a
+    container can reserve room for a content JWE whose manifest digests are not known yet."""
+    signature = (
+        64
+        if _kind(sign_key) is Ed25519PrivateKey
+        else cast("RSAPrivateKey", sign_key).key_size // 8
+    )
+    jws = (
+        _b64_length(len(_dumps(jws_header).encode()))
+        + 1
+        + _b64_length(payload_length)
+        + 1
+        + _b64_length(signature)
+    )
+    protected = dict(jwe_header)
+    if _kind(encrypt_key) is X25519PublicKey:
+        protected["epk"] = {"kty": "OKP", "crv": "X25519", "x": "x" * 43}
+        wrapped = 40  # AES key wrap of a 256-bit CEK (RFC 3394): 32 + 8
+    else:
+        wrapped = cast("RSAPublicKey", encrypt_key).key_size // 8
+    return (
+        _b64_length(len(_dumps(protected).encode()))
+        + 1
+        + _b64_length(wrapped)
+        + 1
+        + _b64_length(12)
+        + 1
+        + _b64_length(jws)
+        + 1
+        + _b64_length(16)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,18 +381,16 @@ class JweParts:
 
 
 def parse_jwe(token: bytes) -> JweParts:
-    dots = [-1]
-    for _ in range(4):
-        dot = token.find(b".", dots[-1] + 1)
-        if dot < 0:
-            raise Malformed("jwe", detail="not a compact JWE")
-        dots.append(dot)
-    if token.find(b".", dots[-1] + 1) >= 0:
+    d1 = token.find(b".")
+    d2 = token.find(b".", d1 + 1)
+    d3 = token.find(b".", d2 + 1)
+    d4 = token.find(b".", d3 + 1)
+    if d1 < 0 or d2 < 0 or d3 < 0 or d4 < 0 or token.find(b".", d4 + 1) >= 0:
         raise Malformed("jwe", detail="not a compact JWE")
-    dots.append(len(token))
+    _check_alphabet(token, "jwe")
     view = memoryview(token)
-    segments = [view[dots[i] + 1 : dots[i + 1]] for i in range(5)]
-    header = _header(segments[0], "jwe")
+    aad = view[:d1]
+    header = _header(aad, "jwe")
     if header.get("enc") != ENC:
         raise UnsupportedAlgorithm(str(header.get("enc")))
     if header.get("alg") not in JWE_ALGS:
@@ -296,17 +400,17 @@ def parse_jwe(token: bytes) -> JweParts:
         raise UnsupportedAlgorithm(f"zip={header['zip']}")
     return JweParts(
         header=header,
-        aad=segments[0],
-        encrypted_key=b64d(segments[1], "jwe"),
-        iv=b64d(segments[2], "jwe"),
-        ciphertext_b64=segments[3],
-        tag=b64d(segments[4], "jwe"),
+        aad=aad,
+        encrypted_key=_decode(view[d1 + 1 : d2], "jwe"),
+        iv=_decode(view[d2 + 1 : d3], "jwe"),
+        ciphertext_b64=view[d3 + 1 : d4],
+        tag=_decode(view[d4 + 1 :], "jwe"),
     )
 
 
 def _epk(header: JSON) -> X25519PublicKey:
     epk = header.get("epk")
-    if not isinstance(epk, dict) or epk.get("kty") != "OKP" or epk.get("crv") != "X25519":
+    if type(epk) is not dict or epk.get("kty") != "OKP" or epk.get("crv") != "X25519":
         raise Tampered("jwe", detail="bad ephemeral key")
     x = epk.get("x")
     if not isinstance(x, str):
@@ -330,14 +434,19 @@ def decrypt(parts: JweParts, key: DecryptKey) -> bytes:
     """The plaintext, or :class:`Tampered` ``jwe`` whatever failed."""
     if len(parts.iv) != 12 or len(parts.tag) != 16:
         raise Tampered("jwe", detail="bad IV or tag length")
-    ciphertext = b64d(parts.ciphertext_b64, "jwe")
-    if isinstance(key, X25519PrivateKey):
+    # GCM wants ciphertext || tag in one buffer: the tag rides in the decoding copy.
+    sealed = _decode(parts.ciphertext_b64, "jwe", parts.tag)
+    if _kind(key) is X25519PrivateKey:
         if parts.alg != "ECDH-ES+A256KW":
             raise UnsupportedAlgorithm(parts.alg)
         try:
-            z = key.exchange(_epk(parts.header))
-            apu, apv = _party_info(parts.header, "apu"), _party_info(parts.header, "apv")
-            kek = _concat_kdf(z, b"ECDH-ES+A256KW", apu, apv)
+            z = cast("X25519PrivateKey", key).exchange(_epk(parts.header))
+            header = parts.header
+            if "apu" in header or "apv" in header:
+                apu, apv = _party_info(header, "apu"), _party_info(header, "apv")
+                kek = _concat_kdf(z, b"ECDH-ES+A256KW", apu, apv)
+            else:
+                kek = hashlib.sha256(b"\x00\x00\x00\x01" + z + _ECDH_OTHER).digest()
             cek = aes_key_unwrap(kek, parts.encrypted_key)
         except (ValueError, InvalidUnwrap):
             # ValueError: a low-order point gives an all-zero shared secret (RFC 7748 §6.1).
@@ -346,12 +455,12 @@ def decrypt(parts: JweParts, key: DecryptKey) -> bytes:
         if parts.alg != "RSA-OAEP-256":
             raise UnsupportedAlgorithm(parts.alg)
         try:
-            cek = key.decrypt(parts.encrypted_key, _OAEP)
+            cek = cast("RSAPrivateKey", key).decrypt(parts.encrypted_key, _OAEP)
         except ValueError:
             cek = b""
         if len(cek) != 32:
             cek = os.urandom(32)  # RFC 7516 §11.5: fail at the tag, not here
     try:
-        return AESGCM(cek).decrypt(parts.iv, ciphertext + parts.tag, parts.aad)
+        return AESGCM(cek).decrypt(parts.iv, sealed, parts.aad)
     except (InvalidTag, ValueError):
         raise Tampered("jwe") from None

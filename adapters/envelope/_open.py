@@ -50,7 +50,7 @@ from adapters.envelope._errors import (
     UnsupportedAlgorithm,
     WrongRecipient,
 )
-from adapters.envelope._jose import JSON, b64d, decrypt, parse_jwe, parse_jws, verify
+from adapters.envelope._jose import JSON, JwsParts, b64d, decrypt, parse_jwe, parse_jws, verify
 from adapters.envelope._keys import KeyInfo, from_ts
 from adapters.envelope._keystore import Keystore
 from adapters.envelope._model import (
@@ -79,7 +79,7 @@ def _header_id(header: JSON) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Verified:
     facts: JSON
-    payload_b64: memoryview
+    jws: JwsParts
     cty: str
     envelope_id: str
     created: datetime
@@ -152,7 +152,7 @@ def _open_token(
     cty = jws.header.get("cty")
     return _Verified(
         facts=facts,
-        payload_b64=jws.payload_b64,
+        jws=jws,
         cty=cty if isinstance(cty, str) else "application/octet-stream",
         envelope_id=envelope_id,
         created=created,
@@ -255,7 +255,7 @@ def open_envelope(
             raise Malformed("container", envelope_id=verified.envelope_id,
                             detail="the manifest lists attachments the envelope lacks")
         _check_replay(replay_guard, verified.envelope_id)
-        message = b64d(verified.payload_b64, "payload")
+        message = verified.jws.payload()
         if replay_guard is not None:
             replay_guard.remember(verified.envelope_id, verified.created)
         return _opened(verified, message, (), ())
@@ -279,7 +279,7 @@ def open_envelope(
             raise Malformed("container", envelope_id=envelope_id,
                             detail="the manifest lists attachments the envelope lacks")
         _check_replay(replay_guard, envelope_id)
-        message = b64d(verified.payload_b64, "payload")
+        message = verified.jws.payload()
         opened: tuple[OpenedAttachment, ...] = ()
         if entries:
             if attachments_dir is None:
@@ -349,7 +349,7 @@ def open_label(
     if not isinstance(final, str) or type(count) is not int:
         raise Tampered("label", envelope_id=envelope_id, detail="incomplete label")
     try:
-        raw = json.loads(b64d(verified.payload_b64, "label"))
+        raw = json.loads(verified.jws.payload())
     except ValueError:
         raise Malformed("label", envelope_id=envelope_id) from None
     if not isinstance(raw, dict):

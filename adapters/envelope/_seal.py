@@ -25,6 +25,14 @@ End-to-end mode adds a routing label for the bus: a second sign-then-encrypt wit
 "from", "to": <bus>, "for": <final recipient>, "content": <SHA-256 hex of the content JWE>,
 "attachments": <count>}``, encrypted for the bus. The bus verifies the sender and routes;
 the content stays sealed for the final recipient.
+
+Attachments are read once when the envelope is saved to a file (:meth:`SealedEnvelope.save`):
+each chunk is hashed and encrypted in the same pass, the attachment records are written after
+room left for the label and content records, and those are sealed and written into that room
+at the end, when the manifest digests are known (their length is fixed in advance, see
+:func:`~adapters.envelope._jose.compact_length`). The bytes are the same as when written in
+order. Envelopes streamed in order (:meth:`~SealedEnvelope.data`, ``open``, ``write_to``)
+hash the attachments first, then encrypt them while they are written.
 """
 
 from __future__ import annotations
@@ -36,7 +44,6 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,11 +58,25 @@ from adapters.envelope._container import (
     record_header,
 )
 from adapters.envelope._errors import KeystoreError
-from adapters.envelope._jose import JSON, b64e, encrypt_compact, sign_compact
-from adapters.envelope._keys import from_ts, to_ts
+from adapters.envelope._jose import (
+    JSON,
+    EncryptKey,
+    SignKey,
+    b64e,
+    compact_length,
+    encrypt_compact,
+    sign_compact,
+)
+from adapters.envelope._keys import KeyInfo, from_ts, to_ts
 from adapters.envelope._keystore import Keystore
 from adapters.envelope._model import Attachment, ManifestEntry, RoutingLabel, check_attachment_name
-from adapters.envelope._stream import CHUNK_SIZE, attachment_key, encrypt_stream, sealed_size
+from adapters.envelope._stream import (
+    CHUNK_SIZE,
+    attachment_key,
+    encrypt_stream,
+    seal_chunks,
+    sealed_size,
+)
 
 __all__ = ["Piece", "SealedEnvelope", "seal"]
 
@@ -86,10 +107,212 @@ class _PieceReader(io.RawIOBase):
         return n
 
 
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """The keys of one sign-then-encrypt, picked when ``seal`` is called."""
+
+    signer: KeyInfo
+    sign_key: SignKey
+    recipient: KeyInfo
+    encrypt_key: EncryptKey
+
+    @classmethod
+    def pick(cls, keystore: Keystore, sender: str, recipient: str, now: datetime) -> _Keys:
+        sig_info, sig_key = keystore.signer(sender, now)
+        enc_info, enc_key = keystore.encrypter(recipient, now)
+        return cls(sig_info, sig_key, enc_info, enc_key)
+
+    def _headers(self, typ: str, cty: str, facts: JSON, envelope_id: str) -> tuple[JSON, JSON]:
+        return (
+            {"alg": self.signer.alg, "kid": self.signer.kid, "typ": typ, "cty": cty,
+             "kcbus": facts},
+            {"alg": self.recipient.alg, "enc": "A256GCM", "kid": self.recipient.kid,
+             "cty": "JOSE", "kcbus": {"v": 1, "id": envelope_id}},
+        )
+
+    def seal(self, typ: str, cty: str, facts: JSON, payload: bytes, envelope_id: str) -> bytes:
+        jws_header, jwe_header = self._headers(typ, cty, facts, envelope_id)
+        return encrypt_compact(jwe_header, sign_compact(jws_header, payload, self.sign_key),
+                               self.encrypt_key)
+
+    def length(self, typ: str, cty: str, facts: JSON, payload_length: int,
+               envelope_id: str) -> int:
+        jws_header, jwe_header = self._headers(typ, cty, facts, envelope_id)
+        return compact_length(jws_header, payload_length, self.sign_key, jwe_header,
+                              self.encrypt_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """An attachment to be sealed: the manifest facts known before reading it."""
+
+    name: str
+    media_type: str
+    size: int
+    path: Path
+
+
+# Stands in for a SHA-256 hex digest while the content record's length is computed: every
+# digest has 64 characters.
+_DIGEST_PLACEHOLDER = "0" * 64
+
+
+class _Container:
+    """What a container envelope needs to be written: the signed content (and label) once the
+    attachment digests are known, the attachment keys, and the layout."""
+
+    def __init__(
+        self,
+        *,
+        keys: _Keys,
+        label_keys: _Keys | None,
+        label: RoutingLabel | None,
+        via: str | None,
+        message: bytes,
+        media_type: str,
+        facts: JSON,
+        sources: list[_Source],
+        chunk_size: int,
+    ) -> None:
+        self.keys, self.label_keys, self.via = keys, label_keys, via
+        self.message, self.media_type, self.facts = message, media_type, facts
+        self.sources, self.chunk_size = sources, chunk_size
+        self.envelope_id = str(facts["id"])
+        self.label_payload = (b"" if label is None else
+                              json.dumps(label.to_json(), separators=(",", ":")).encode())
+        self.akey = os.urandom(32) if sources else b""
+        self.digests: list[str] | None = None if sources else []
+        self._prefix: bytes | None = None
+
+    def keys_for(self, index: int) -> bytes:
+        return attachment_key(self.akey, self.envelope_id, index)
+
+    def manifest(self, digests: Sequence[str]) -> list[ManifestEntry]:
+        return [ManifestEntry(s.name, s.media_type, s.size, d, self.chunk_size)
+                for s, d in zip(self.sources, digests, strict=True)]
+
+    def _content_facts(self, digests: Sequence[str]) -> JSON:
+        facts = dict(self.facts)
+        if self.sources:
+            facts["att"] = [e.to_json() for e in self.manifest(digests)]
+            facts["akey"] = b64e(self.akey).decode()
+        return facts
+
+    def _label_facts(self, content_sha256: str) -> JSON:
+        return {
+            "v": 1, "id": self.envelope_id, "iat": self.facts["iat"], "from": self.facts["from"],
+            "to": self.via, "for": self.facts["to"], "content": content_sha256,
+            "attachments": len(self.sources),
+        }
+
+    def prefix_length(self) -> int:
+        """Length of :meth:`prefix`, known before the digests are."""
+        placeholders = [_DIGEST_PLACEHOLDER] * len(self.sources)
+        content = self.keys.length("kcbus-message", self.media_type,
+                                   self._content_facts(placeholders), len(self.message),
+                                   self.envelope_id)
+        length = len(HEADER) + 9 + content
+        if self.label_keys is not None:
+            length += 9 + self.label_keys.length(
+                "kcbus-label", "application/json", self._label_facts(_DIGEST_PLACEHOLDER),
+                len(self.label_payload), self.envelope_id)
+        return length
+
+    def hash_sources(self) -> None:
+        """The digests, by a read of every attachment (for writing in order)."""
+        digests = []
+        for source in self.sources:
+            try:
+                with open(source.path, "rb") as handle:
+                    digests.append(hashlib.file_digest(handle, "sha256").hexdigest())
+            except OSError as exc:
+                raise KeystoreError(f"attachment {source.path} unreadable: {exc.strerror}") from exc
+        self.digests = digests
+
+    def prefix(self) -> bytes:
+        """Container header, label and content records: sealed now if not yet."""
+        if self._prefix is None:
+            if self.digests is None:
+                self.hash_sources()
+            assert self.digests is not None
+            content = self.keys.seal("kcbus-message", self.media_type,
+                                     self._content_facts(self.digests), self.message,
+                                     self.envelope_id)
+            head = [HEADER]
+            if self.label_keys is not None:
+                label = self.label_keys.seal(
+                    "kcbus-label", "application/json",
+                    self._label_facts(hashlib.sha256(content).hexdigest()), self.label_payload,
+                    self.envelope_id)
+                head += [record_header(KIND_LABEL, len(label)), label]
+            head += [record_header(KIND_CONTENT, len(content)), content]
+            self._prefix = b"".join(head)
+        return self._prefix
+
+    def size(self) -> int:
+        return self.prefix_length() + len(END) + sum(
+            9 + sealed_size(s.size, self.chunk_size) for s in self.sources)
+
+    def pieces(self) -> Iterator[Piece]:
+        """The envelope in order (attachments hashed first)."""
+        yield self.prefix()
+        for index, source in enumerate(self.sources):
+            yield record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size))
+            with _open_source(source) as handle:
+                yield from encrypt_stream(handle, source.size, self.keys_for(index),
+                                          self.chunk_size, index)
+        yield END
+
+    def write_in_order(self, out: BinaryIO) -> int:
+        """Write the envelope in order (attachments hashed first); returns the bytes written."""
+        prefix = self.prefix()
+        out.write(prefix)
+        self._write_attachments(out, digests=None)
+        out.write(END)
+        return self.size()
+
+    def write_in_one_pass(self, out: BinaryIO) -> int:
+        """Write to a seekable ``out``, reading each attachment once: attachment records
+        first, after room for the prefix, then the prefix into that room."""
+        start = out.tell()
+        room = self.prefix_length()
+        out.seek(start + room)
+        digests: list[str] = []
+        self._write_attachments(out, digests=digests)
+        out.write(END)
+        end = out.tell()
+        self.digests = digests
+        prefix = self.prefix()
+        if len(prefix) != room:  # compact_length disagrees with the serializer: a bug here
+            raise RuntimeError(f"sealed prefix is {len(prefix)} bytes, {room} were reserved")
+        out.seek(start)
+        out.write(prefix)
+        out.seek(end)
+        return end - start
+
+    def _write_attachments(self, out: BinaryIO, digests: list[str] | None) -> None:
+        for index, source in enumerate(self.sources):
+            out.write(record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size)))
+            digest = hashlib.sha256() if digests is not None else None
+            with _open_source(source) as handle:
+                seal_chunks(handle, source.size, self.keys_for(index), self.chunk_size, index,
+                            out.write, digest)
+            if digest is not None and digests is not None:
+                digests.append(digest.hexdigest())
+
+
+def _open_source(source: _Source) -> BinaryIO:
+    try:
+        return open(source.path, "rb", buffering=0)
+    except OSError as exc:
+        raise KeystoreError(f"attachment {source.path} unreadable: {exc.strerror}") from exc
+
+
 @dataclass(frozen=True)
 class SealedEnvelope:
     """A sealed envelope, ready to be written: ``data()`` for small ones, ``write_to`` /
-    ``open()`` / ``save`` stream it (attachments are encrypted while it is written)."""
+    ``open()`` / ``save`` stream it (attachments are encrypted while it is written; ``save``
+    reads each attachment once, hashing and encrypting it in the same pass)."""
 
     envelope_id: str
     sender: str
@@ -97,17 +320,29 @@ class SealedEnvelope:
     created: datetime
     signing_kid: str
     encryption_kid: str
-    manifest: tuple[ManifestEntry, ...]
     size: int
     via: str | None
     #: True when the envelope is one compact JWE (no attachments, no routing label).
     is_compact: bool
     _pieces: Callable[[], Iterator[Piece]]
+    _container: _Container | None = None
 
     def __repr__(self) -> str:
         return (f"SealedEnvelope(envelope_id={self.envelope_id!r}, sender={self.sender!r}, "
                 f"recipient={self.recipient!r}, size={self.size}, "
-                f"attachments={len(self.manifest)}, via={self.via!r})")
+                f"attachments={0 if self._container is None else len(self._container.sources)}, "
+                f"via={self.via!r})")
+
+    @property
+    def manifest(self) -> tuple[ManifestEntry, ...]:
+        """The signed attachment manifest. Hashes the attachments if the envelope has not
+        been written yet."""
+        if self._container is None:
+            return ()
+        if self._container.digests is None:
+            self._container.hash_sources()
+        assert self._container.digests is not None
+        return tuple(self._container.manifest(self._container.digests))
 
     def data(self) -> bytes:
         """The whole envelope in memory (for envelopes with big attachments use write_to)."""
@@ -120,22 +355,14 @@ class SealedEnvelope:
         return bytes(out)
 
     def write_to(self, out: BinaryIO) -> int:
-        """Write the envelope to ``out``; returns the number of bytes. Attachment chunks are
-        written by a helper thread while the next one is encrypted."""
-        if self.is_compact:
-            (token,) = self._pieces()
-            out.write(token)
-            return len(token)
+        """Write the envelope to ``out`` in order; returns the number of bytes. Attachments
+        are hashed first, then read, encrypted and written in a pipeline of threads."""
+        if self._container is not None:
+            return self._container.write_in_order(out)
         written = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcbus-seal") as helper:
-            pending: Future[object] | None = None
-            for piece in self._pieces():  # encrypts the next chunk while the last is written
-                if pending is not None:
-                    pending.result()
-                pending = helper.submit(out.write, piece)
-                written += len(piece)
-            if pending is not None:
-                pending.result()
+        for piece in self._pieces():
+            out.write(piece)
+            written += len(piece)
         return written
 
     def open(self) -> BinaryIO:
@@ -143,11 +370,15 @@ class SealedEnvelope:
         return io.BufferedReader(_PieceReader(self._pieces()), buffer_size=1 << 20)
 
     def save(self, path: Path) -> int:
-        """Write to ``path`` atomically (temporary file, then rename)."""
+        """Write to ``path`` atomically (temporary file, then rename), reading each attachment
+        once."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
             with open(tmp, "wb") as out:
-                written = self.write_to(out)
+                if self._container is not None and self._container.digests is None:
+                    written = self._container.write_in_one_pass(out)
+                else:
+                    written = self.write_to(out)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -155,56 +386,23 @@ class SealedEnvelope:
         return written
 
 
-def _manifest(
-    attachments: Sequence[Path | Attachment], chunk_size: int
-) -> tuple[list[ManifestEntry], list[Path]]:
-    entries: list[ManifestEntry] = []
-    paths: list[Path] = []
+def _sources(attachments: Sequence[Path | Attachment]) -> list[_Source]:
+    sources: list[_Source] = []
     for item in attachments:
         spec = item if isinstance(item, Attachment) else Attachment(Path(item))
         name = spec.name or spec.path.name
         if not check_attachment_name(name):
             raise KeystoreError(f"attachment name {name[:80]!r} is not a safe file name")
-        if any(e.name == name for e in entries):
+        if any(s.name == name for s in sources):
             raise KeystoreError(f"two attachments named {name!r}")
         media_type = spec.media_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         try:
-            with open(spec.path, "rb") as source:
-                size = os.fstat(source.fileno()).st_size
-                digest = hashlib.file_digest(source, "sha256").hexdigest()
+            with open(spec.path, "rb") as handle:  # readable now, not only when written
+                size = os.fstat(handle.fileno()).st_size
         except OSError as exc:
             raise KeystoreError(f"attachment {spec.path} unreadable: {exc.strerror}") from exc
-        entries.append(ManifestEntry(name, media_type, size, digest, chunk_size))
-        paths.append(spec.path)
-    return entries, paths
-
-
-def _sign_then_encrypt(
-    keystore: Keystore,
-    *,
-    sender: str,
-    recipient: str,
-    now: datetime,
-    typ: str,
-    cty: str,
-    facts: JSON,
-    payload: bytes,
-    envelope_id: str,
-) -> tuple[bytes, str, str]:
-    sig_info, sig_key = keystore.signer(sender, now)
-    enc_info, enc_key = keystore.encrypter(recipient, now)
-    jws = sign_compact(
-        {"alg": sig_info.alg, "kid": sig_info.kid, "typ": typ, "cty": cty, "kcbus": facts},
-        payload,
-        sig_key,
-    )
-    jwe = encrypt_compact(
-        {"alg": enc_info.alg, "enc": "A256GCM", "kid": enc_info.kid, "cty": "JOSE",
-         "kcbus": {"v": 1, "id": envelope_id}},
-        jws,
-        enc_key,
-    )
-    return jwe, sig_info.kid, enc_info.kid
+        sources.append(_Source(name, media_type, size, spec.path))
+    return sources
 
 
 def seal(
@@ -225,8 +423,9 @@ def seal(
     for ``recipient``.
 
     End-to-end mode: with ``via`` (the bus) and ``label`` (its routing facts) the content is
-    sealed for ``recipient`` and the label for ``via``. Attachments are hashed now and
-    encrypted while the envelope is written; they must not change in between.
+    sealed for ``recipient`` and the label for ``via``. Keys are picked now; attachments are
+    read when the envelope is written (by ``save`` once, hashed and encrypted in one pass) and
+    must not change before.
     """
     if (via is None) != (label is None):
         raise KeystoreError("end-to-end sealing needs both via (the bus) and a routing label")
@@ -235,62 +434,31 @@ def seal(
     keystore.refresh()
     envelope_id = envelope_id or str(uuid.uuid4())
     iat = to_ts(now)
-    entries, paths = _manifest(attachments, chunk_size)
+    sources = _sources(attachments)
+    keys = _Keys.pick(keystore, sender, recipient, now)
     facts: JSON = {"v": 1, "id": envelope_id, "iat": iat, "from": sender, "to": recipient}
-    akey = b""
-    if entries:
-        akey = os.urandom(32)
-        facts["att"] = [e.to_json() for e in entries]
-        facts["akey"] = b64e(akey).decode()
-    content, signing_kid, encryption_kid = _sign_then_encrypt(
-        keystore, sender=sender, recipient=recipient, now=now, typ="kcbus-message",
-        cty=media_type, facts=facts, payload=message, envelope_id=envelope_id,
-    )
-    head: list[bytes] = []
-    if via is not None and label is not None:
-        label_facts: JSON = {
-            "v": 1, "id": envelope_id, "iat": iat, "from": sender, "to": via, "for": recipient,
-            "content": hashlib.sha256(content).hexdigest(), "attachments": len(entries),
-        }
-        label_token, _, _ = _sign_then_encrypt(
-            keystore, sender=sender, recipient=via, now=now, typ="kcbus-label",
-            cty="application/json", facts=label_facts,
-            payload=json.dumps(label.to_json(), separators=(",", ":")).encode(),
-            envelope_id=envelope_id,
-        )
-        head.append(record_header(KIND_LABEL, len(label_token)) + label_token)
+    if not sources and via is None:
+        content = keys.seal("kcbus-message", media_type, facts, message, envelope_id)
 
-    if not head and not entries:
         def compact() -> Iterator[Piece]:
             yield content
 
-        size, pieces = len(content), compact
-    else:
-        prefix = HEADER + b"".join(head) + record_header(KIND_CONTENT, len(content)) + content
-        keys = [attachment_key(akey, envelope_id, i) for i in range(len(entries))]
-
-        def container() -> Iterator[Piece]:
-            yield prefix
-            for index, (entry, path) in enumerate(zip(entries, paths, strict=True)):
-                yield record_header(KIND_ATTACHMENT, sealed_size(entry.size, chunk_size))
-                with open(path, "rb", buffering=0) as source:
-                    yield from encrypt_stream(source, entry.size, keys[index], chunk_size, index)
-            yield END
-
-        size = len(prefix) + len(END) + sum(
-            9 + sealed_size(e.size, chunk_size) for e in entries
+        return SealedEnvelope(
+            envelope_id=envelope_id, sender=sender, recipient=recipient, created=from_ts(iat),
+            signing_kid=keys.signer.kid, encryption_kid=keys.recipient.kid, size=len(content),
+            via=None, is_compact=True, _pieces=compact,
         )
-        pieces = container
+    container = _Container(
+        keys=keys,
+        label_keys=None if via is None else _Keys.pick(keystore, sender, via, now),
+        label=label, via=via, message=message, media_type=media_type, facts=facts,
+        sources=sources, chunk_size=chunk_size,
+    )
+    if not sources:
+        container.prefix()  # nothing to wait for: seal now
     return SealedEnvelope(
-        envelope_id=envelope_id,
-        sender=sender,
-        recipient=recipient,
-        created=from_ts(iat),
-        signing_kid=signing_kid,
-        encryption_kid=encryption_kid,
-        manifest=tuple(entries),
-        size=size,
-        via=via,
-        is_compact=not head and not entries,
-        _pieces=pieces,
+        envelope_id=envelope_id, sender=sender, recipient=recipient, created=from_ts(iat),
+        signing_kid=keys.signer.kid, encryption_kid=keys.recipient.kid,
+        size=container.size(), via=via, is_compact=False, _pieces=container.pieces,
+        _container=container,
     )
