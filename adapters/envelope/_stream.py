@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Final, TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -92,13 +93,30 @@ def _nonce(counter: int, last: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
-#: Chunk buffers held in flight per stage; fewer when the signed chunk size is large, so
-#: memory stays below ~2 * _RING_BYTES (plaintext ring + sealed ring) whatever it is.
-_RING_BYTES: Final = 8 << 20
+#: Chunks travel the pipeline in groups of about this many bytes (one read, one hash update,
+#: one write per group; AES-GCM still seals each chunk on its own), so thread hand-offs cost
+#: little even for small chunks.
+_GROUP_BYTES: Final = 4 << 20
 
 
-def _ring_depth(chunk: int) -> int:
-    return max(2, min(4, _RING_BYTES // max(chunk, 1)))
+@dataclass(frozen=True, slots=True)
+class _Group:
+    first: int  # index of its first chunk
+    chunks: int
+    plain: int  # plaintext bytes; the sealed group is plain + TAG * chunks
+
+
+def _groups(size: int, chunk: int) -> list[_Group]:
+    count = chunk_count(size, chunk)
+    per = max(1, _GROUP_BYTES // chunk)
+    return [_Group(j, min(per, count - j), min(per * chunk, size - j * chunk))
+            for j in range(0, count, per)]
+
+
+def _ring_depth(group_bytes: int) -> int:
+    """Groups in flight: three keep every stage busy; two if groups are huge (a signed chunk
+    size of up to 64 MiB), so memory stays ~4 groups."""
+    return 3 if group_bytes <= 16 << 20 else 2
 
 
 def _fill(source: BinaryIO, view: memoryview) -> int:
@@ -175,43 +193,47 @@ def seal_chunks(
     feeding the plaintext to ``digest`` too when given (one read pass for hash and
     encryption). Raises :class:`AttachmentChanged` if ``source`` does not hold ``size`` bytes.
 
-    Per chunk j in ring slot s: read (reader lane) -> hash (hash lane) and encrypt (here) of
-    the same plaintext -> write of the sealed chunk (writer lane). Slot s is read into again
-    for chunk j + depth only after chunk j is hashed and encrypted, and encrypted into again
-    only after chunk j is written."""
+    Per group g in ring slot s: read (reader lane) -> hash (hash lane) and encrypt chunk by
+    chunk (here) of the same plaintext -> write of the sealed group (writer lane). Slot s is
+    read into again only after its group is hashed and encrypted, and encrypted into again
+    only after it is written."""
     aead = AESGCM(key)
     count = chunk_count(size, chunk)
-    depth = min(_ring_depth(chunk), count)
-    plains = [memoryview(bytearray(min(chunk, size) or 1)) for _ in range(depth)]
-    sealeds = [memoryview(bytearray(len(plains[0]) + TAG)) for _ in range(depth)]
+    groups = _groups(size, chunk)
+    biggest = groups[0]
+    depth = min(_ring_depth(biggest.plain), len(groups))
+    plains = [memoryview(bytearray(biggest.plain or 1)) for _ in range(depth)]
+    sealeds = [memoryview(bytearray(biggest.plain + TAG * biggest.chunks)) for _ in range(depth)]
     reads: list[Future[int] | None] = [None] * depth
     hashes: list[Future[None] | None] = [None] * depth
     writes: list[Future[object] | None] = [None] * depth
-
-    def want(j: int) -> int:
-        return min(chunk, size - j * chunk)
 
     def read_after(hashed: Future[None] | None, view: memoryview) -> int:
         _done(hashed)  # the slot's previous plaintext is hashed (encrypted already: in order)
         return _fill(source, view)
 
     with _Lanes() as lanes:
-        for j in range(depth):
-            reads[j] = lanes.read.submit(read_after, None, plains[j][: want(j)])
-        for j in range(count):
-            s, n = j % depth, want(j)
-            got = reads[s].result()  # type: ignore[union-attr]
-            if got != n:
+        for g in range(depth):
+            reads[g] = lanes.read.submit(read_after, None, plains[g][: groups[g].plain])
+        for g, group in enumerate(groups):
+            s = g % depth
+            if reads[s].result() != group.plain:  # type: ignore[union-attr]
                 raise AttachmentChanged(index)
-            plain = plains[s][:n]
+            plain = plains[s][: group.plain]
             if digest is not None:
                 hashes[s] = lanes.hash.submit(digest.update, plain)
             _done(writes[s])
-            out = sealeds[s][: n + TAG]
-            aead.encrypt_into(_nonce(j, j == count - 1), plain, None, out)
-            writes[s] = lanes.write.submit(write, out)
-            if j + depth < count:
-                reads[s] = lanes.read.submit(read_after, hashes[s], plains[s][: want(j + depth)])
+            sealed = sealeds[s]
+            for k in range(group.chunks):
+                j = group.first + k
+                lo = k * chunk
+                n = min(chunk, group.plain - lo)
+                out = sealed[lo + k * TAG : lo + k * TAG + n + TAG]
+                aead.encrypt_into(_nonce(j, j == count - 1), plain[lo : lo + n], None, out)
+            writes[s] = lanes.write.submit(write, sealed[: group.plain + TAG * group.chunks])
+            if g + depth < len(groups):
+                later = groups[g + depth]
+                reads[s] = lanes.read.submit(read_after, hashes[s], plains[s][: later.plain])
         for s in range(depth):
             _done(hashes[s])
             _done(writes[s])
@@ -232,43 +254,55 @@ def decrypt_stream(
     """Read the sealed chunks of one attachment from ``source``, write the plaintext, return
     its SHA-256 (hex). Raises :class:`Truncated` or :class:`Tampered` naming the chunk.
 
-    Per chunk j in ring slot s: read (reader lane, ahead) -> decrypt and authenticate (here)
-    -> hash and write of the same plaintext (their lanes, concurrently). Nothing is handed to
-    ``write`` before its chunk's tag verified. ``source`` is read exactly up to the end of
-    the attachment."""
+    Per group g in ring slot s: read (reader lane, ahead) -> decrypt and authenticate chunk by
+    chunk (here) -> hash and write of the same plaintext (their lanes, concurrently). Nothing
+    is handed to ``write`` before every chunk of its group verified. ``source`` is read
+    exactly up to the end of the attachment."""
     aead = AESGCM(key)
     count = chunk_count(size, chunk)
-    depth = min(_ring_depth(chunk), count)
-    sealeds = [memoryview(bytearray(min(chunk, size) + TAG)) for _ in range(depth)]
-    plains = [memoryview(bytearray(max(1, min(chunk, size)))) for _ in range(depth)]
+    groups = _groups(size, chunk)
+    biggest = groups[0]
+    depth = min(_ring_depth(biggest.plain), len(groups))
+    sealeds = [memoryview(bytearray(biggest.plain + TAG * biggest.chunks)) for _ in range(depth)]
+    plains = [memoryview(bytearray(biggest.plain or 1)) for _ in range(depth)]
     reads: list[Future[int] | None] = [None] * depth
     hashes: list[Future[None] | None] = [None] * depth
     writes: list[Future[object] | None] = [None] * depth
     digest = hashlib.sha256()
 
-    def want(j: int) -> int:
-        return min(chunk, size - j * chunk)
+    def sealed_length(group: _Group) -> int:
+        return group.plain + TAG * group.chunks
 
     with _Lanes() as lanes:
-        for j in range(depth):
-            reads[j] = lanes.read.submit(_fill, source, sealeds[j][: want(j) + TAG])
-        for j in range(count):
-            s, n = j % depth, want(j)
-            if reads[s].result() != n + TAG:  # type: ignore[union-attr]
-                raise Truncated("attachment", envelope_id=envelope_id, attachment=index, chunk=j)
+        for g in range(depth):
+            reads[g] = lanes.read.submit(_fill, source, sealeds[g][: sealed_length(groups[g])])
+        for g, group in enumerate(groups):
+            s = g % depth
+            got = reads[s].result()  # type: ignore[union-attr]
             _done(hashes[s])
             _done(writes[s])
-            plain = plains[s][:n]
-            try:
-                aead.decrypt_into(_nonce(j, j == count - 1), sealeds[s][: n + TAG], None, plain)
-            except InvalidTag:
-                raise Tampered(
-                    "attachment", envelope_id=envelope_id, attachment=index, chunk=j
-                ) from None
-            hashes[s] = lanes.hash.submit(digest.update, plain)
-            writes[s] = lanes.write.submit(write, plain)
-            if j + depth < count:
-                reads[s] = lanes.read.submit(_fill, source, sealeds[s][: want(j + depth) + TAG])
+            plain, sealed = plains[s], sealeds[s]
+            for k in range(group.chunks):
+                j = group.first + k
+                lo = k * chunk
+                n = min(chunk, group.plain - lo)
+                if got < lo + k * TAG + n + TAG:
+                    raise Truncated("attachment", envelope_id=envelope_id, attachment=index,
+                                    chunk=j)
+                try:
+                    aead.decrypt_into(_nonce(j, j == count - 1),
+                                      sealed[lo + k * TAG : lo + k * TAG + n + TAG], None,
+                                      plain[lo : lo + n])
+                except InvalidTag:
+                    raise Tampered(
+                        "attachment", envelope_id=envelope_id, attachment=index, chunk=j
+                    ) from None
+            verified = plain[: group.plain]
+            hashes[s] = lanes.hash.submit(digest.update, verified)
+            writes[s] = lanes.write.submit(write, verified)
+            if g + depth < len(groups):
+                later = groups[g + depth]
+                reads[s] = lanes.read.submit(_fill, source, sealeds[s][: sealed_length(later)])
         for s in range(depth):
             _done(hashes[s])
             _done(writes[s])
