@@ -2,12 +2,15 @@
 
 ``Ledger(url)`` — query API for operators and the UI, operator actions (resend, resolve)
 recorded with actor and reason, a unit of work per pipeline stage and batch, content encrypted
-at rest (AES-256-GCM, key ID per blob), Alembic migrations, backup/restore and retention.
+at rest (AES-256-GCM, key ID per blob; large blobs in chunks, streamed), Alembic migrations,
+backup/restore and retention.
 """
 
 from __future__ import annotations
 
 from kcbus.ledger._backup import FORMAT as BACKUP_FORMAT
+from kcbus.ledger._chunks import INLINE_MAX as BLOB_INLINE_MAX
+from kcbus.ledger._chunks import BlobWriter, StoredBlob
 from kcbus.ledger._content import ContentKeyring
 from kcbus.ledger._ledger import DEFAULT_URL, Ledger, default_url
 from kcbus.ledger._models import (
@@ -23,14 +26,17 @@ from kcbus.ledger._models import (
 )
 from kcbus.ledger._status import SETTLED, DeliveryStatus, Kind, Status
 from kcbus.ledger._tables import ACTOR_LENGTH
-from kcbus.ledger._unit import NewEnvelope, NewMessage, Unit
+from kcbus.ledger._unit import BlobSource, NewEnvelope, NewMessage, Unit
 
 __all__ = [
     "ACTOR_LENGTH",
     "BACKUP_FORMAT",
+    "BLOB_INLINE_MAX",
     "DEFAULT_URL",
     "SETTLED",
     "ActionOutcome",
+    "BlobSource",
+    "BlobWriter",
     "ContentKeyring",
     "CountRow",
     "DeliveryRow",
@@ -45,6 +51,7 @@ __all__ = [
     "NewEnvelope",
     "NewMessage",
     "Status",
+    "StoredBlob",
     "Unit",
     "clip_actor",
     "default_url",

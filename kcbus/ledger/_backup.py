@@ -11,6 +11,8 @@ Invariants: the backup is read from one snapshot (consistent while workers keep 
 is written to a temporary file and renamed into place (never a half backup under the final
 name); restore checks format, revision and fingerprints *before* committing, into an empty
 ledger unless told to replace, and keeps every row ID (blob associated data binds to them).
+Large blobs' chunks (``blob_chunks``, ~1 MiB each) are copied like any row, as stored, a few
+at a time: memory stays bounded by :data:`_BATCH_BYTES`, not by the ledger's size.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Table, create_engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection, Row
@@ -30,6 +33,7 @@ from kcbus._errors import LedgerError
 from kcbus.ledger._tables import (
     HEAD_REVISION,
     audit,
+    blob_chunks,
     blobs,
     deliveries,
     events,
@@ -41,24 +45,64 @@ from kcbus.ledger._tables import (
 __all__ = ["FORMAT", "backup", "fingerprint", "restore"]
 
 FORMAT = "kcbus-ledger-backup/1"
-#: Schema revisions whose tables hold exactly the columns of HEAD_REVISION (later migrations only
-#: added indexes), so their backups restore row for row. A migration that changes columns must
-#: not be added here; it needs a restore that upgrades the rows.
-ROW_COMPATIBLE_REVISIONS = frozenset({"0001", HEAD_REVISION})
-#: Parents before children (foreign keys hold at every insert); rows in ID order.
-_TABLES: tuple[Table, ...] = (messages, message_keys, deliveries, events, blobs, audit)
+#: Schema revisions whose backups restore row for row: their tables hold the columns of
+#: HEAD_REVISION or a subset whose missing columns have defaults (0002 added an index; 0003 added
+#: ``blobs.chunks``, default 0, and the ``blob_chunks`` table, absent from older backups). Restore
+#: copies the columns the backup has. A migration that changes columns otherwise must not be
+#: added here; it needs a restore that upgrades the rows.
+ROW_COMPATIBLE_REVISIONS = frozenset({"0001", "0002", HEAD_REVISION})
+#: Parents before children (foreign keys hold at every insert); rows in key order.
+_TABLES: tuple[Table, ...] = (messages, message_keys, deliveries, events, blobs, blob_chunks, audit)
+#: Rows per insert, and bytes: whichever comes first (chunk rows are ~1 MiB each).
 _CHUNK = 2000
+_BATCH_BYTES = 16 << 20
 
 
-def _ordered(table: Table) -> list[object]:
-    return [table.c.uuid] if table is message_keys else [table.c.id]
+def _ordered(table: Table) -> list[Any]:
+    if table is message_keys:
+        return [table.c.uuid]
+    if table is blob_chunks:
+        return [table.c.blob_id, table.c.seq]
+    return [table.c.id]
 
 
-def _rows(conn: Connection, table: Table) -> Iterator[Row[tuple[object, ...]]]:
-    result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(
-        select(table).order_by(*_ordered(table))  # type: ignore[arg-type]
+def _rows(
+    conn: Connection, table: Table, columns: list[str] | None = None
+) -> Iterator[Row[tuple[object, ...]]]:
+    """Every row in key order, streamed; only ``columns`` (default: all)."""
+    per = 8 if table is blob_chunks else _CHUNK
+    picked = table.columns if columns is None else [table.c[name] for name in columns]
+    query = select(*picked)
+    result = conn.execution_options(stream_results=True, yield_per=per).execute(
+        query.order_by(*_ordered(table))
     )
     yield from result
+
+
+def _weight(row: dict[str, object]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, bytes | memoryview)) + 64
+
+
+def _copy_rows(
+    rows: Iterator[Row[tuple[object, ...]]], out: Connection, table: Table
+) -> tuple[int, str]:
+    """Insert ``rows`` into ``table`` through ``out`` in bounded batches; (count, fingerprint)."""
+    digest = hashlib.sha256()
+    count = 0
+    chunk: list[dict[str, object]] = []
+    weight = 0
+    for row in rows:
+        digest.update(_canonical(row))
+        values = dict(row._mapping)
+        chunk.append(values)
+        weight += _weight(values)
+        count += 1
+        if len(chunk) >= _CHUNK or weight >= _BATCH_BYTES:
+            out.execute(insert(table), chunk)
+            chunk, weight = [], 0
+    if chunk:
+        out.execute(insert(table), chunk)
+    return count, digest.hexdigest()
 
 
 def _canonical(row: Row[tuple[object, ...]]) -> bytes:
@@ -100,20 +144,7 @@ def backup(conn: Connection, path: Path, *, now: datetime) -> dict[str, int]:
             out.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": HEAD_REVISION})
             out.execute(text("CREATE TABLE backup_info (name TEXT PRIMARY KEY, value TEXT)"))
             for table in _TABLES:
-                digest = hashlib.sha256()
-                count = 0
-                chunk: list[dict[str, object]] = []
-                for row in _rows(conn, table):
-                    digest.update(_canonical(row))
-                    chunk.append(dict(row._mapping))
-                    count += 1
-                    if len(chunk) >= _CHUNK:
-                        out.execute(insert(table), chunk)
-                        chunk = []
-                if chunk:
-                    out.execute(insert(table), chunk)
-                counts[table.name] = count
-                digests[table.name] = digest.hexdigest()
+                counts[table.name], digests[table.name] = _copy_rows(_rows(conn, table), out, table)
             info = {
                 "format": FORMAT,
                 "revision": HEAD_REVISION,
@@ -157,19 +188,14 @@ def restore(conn: Connection, path: Path, *, replace: bool) -> dict[str, int]:
             expected = json.loads(info["fingerprints"])
             counts: dict[str, int] = {}
             for table in _TABLES:
-                digest = hashlib.sha256()
-                chunk: list[dict[str, object]] = []
-                count = 0
-                for row in _rows(src, table):
-                    digest.update(_canonical(row))
-                    chunk.append(dict(row._mapping))
-                    count += 1
-                    if len(chunk) >= _CHUNK:
-                        conn.execute(insert(table), chunk)
-                        chunk = []
-                if chunk:
-                    conn.execute(insert(table), chunk)
-                if digest.hexdigest() != expected.get(table.name):
+                columns = _backup_columns(src, table)
+                if columns is None:  # a table of a later revision than the backup: none
+                    if table.name in expected:
+                        raise LedgerError(f"backup {path.name}: table {table.name} is missing")
+                    counts[table.name] = 0
+                    continue
+                count, digest = _copy_rows(_rows(src, table, columns), conn, table)
+                if digest != expected.get(table.name):
                     raise LedgerError(
                         f"backup {path.name}: table {table.name} does not match its fingerprint"
                     )
@@ -179,7 +205,7 @@ def restore(conn: Connection, path: Path, *, replace: bool) -> dict[str, int]:
     if conn.dialect.name == "postgresql":
         # Explicit IDs do not advance the sequences; new rows must not collide with restored.
         for table in _TABLES:
-            if table is message_keys:
+            if table is message_keys or table is blob_chunks:  # no serial id
                 continue
             conn.execute(
                 text(
@@ -188,6 +214,15 @@ def restore(conn: Connection, path: Path, *, replace: bool) -> dict[str, int]:
                 )
             )
     return counts
+
+
+def _backup_columns(src: Connection, table: Table) -> list[str] | None:
+    """The columns the backup's ``table`` has, in the order of ours (``None``: no such table).
+    A column of ours the backup lacks must have a default (see ROW_COMPATIBLE_REVISIONS)."""
+    present = {str(r[1]) for r in src.exec_driver_sql(f"PRAGMA table_info({table.name})").all()}
+    if not present:
+        return None
+    return [c.name for c in table.columns if c.name in present]
 
 
 def _info(src: Connection, path: Path) -> dict[str, str]:

@@ -112,11 +112,12 @@ class ContentKeyring:
 
     # -- use --------------------------------------------------------------------------------
 
-    def encrypt(self, plaintext: bytes, associated: bytes) -> Sealed:
+    def encrypt(self, plaintext: bytes, associated: bytes, *, key_id: str | None = None) -> Sealed:
+        """Encrypt under the active key, or under ``key_id`` (the chunks of one large blob all
+        use the key its ``blobs`` row names, even if the ring rotates meanwhile)."""
+        kid = key_id or self.active
         nonce = secrets.token_bytes(12)
-        return Sealed(
-            self.active, nonce, self._aead[self.active].encrypt(nonce, plaintext, associated)
-        )
+        return Sealed(kid, nonce, self._aead[kid].encrypt(nonce, plaintext, associated))
 
     def decrypt(self, key_id: str, nonce: bytes, data: bytes, associated: bytes) -> bytes:
         aead = self._aead.get(key_id)

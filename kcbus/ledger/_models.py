@@ -186,7 +186,7 @@ def clip_actor(actor: str) -> str:
         return actor
     digest = hashlib.sha256(actor.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     keep = (ACTOR_LENGTH - len(digest) - 2) // 2
-    return f"{actor[:keep]}…{digest}…{actor[len(actor) - keep:]}"
+    return f"{actor[:keep]}…{digest}…{actor[len(actor) - keep :]}"
 
 
 _MESSAGE_FIELDS = tuple(f for f in MessageRow.__dataclass_fields__)

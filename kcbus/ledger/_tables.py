@@ -10,7 +10,9 @@ Invariants:
   associated data binds each ciphertext to its (message, kind, delivery), so blobs cannot be
   swapped between rows unnoticed. Envelopes the bus sealed for a recipient are ciphertext
   already and are stored as sealed (``key_id`` = ``as-sealed``, empty nonce; see
-  :mod:`kcbus.ledger._unit`).
+  :mod:`kcbus.ledger._unit`). A large blob (above :data:`kcbus.ledger._chunks.INLINE_MAX`)
+  keeps an empty ``data`` and ``chunks`` > 0: its content is in ``blob_chunks`` (migration
+  0003), one row per ~1 MiB piece, each encrypted on its own (see :mod:`kcbus.ledger._chunks`).
 - ``audit``: operator actions that touch many rows (backup, restore, prune, key rotation).
 - Actors (``events.actor``, ``audit.actor``, ``messages.resolved_by``) hold at most
   :data:`ACTOR_LENGTH` characters; longer ones are clipped deterministically by
@@ -46,6 +48,7 @@ __all__ = [
     "HEAD_REVISION",
     "UTCDateTime",
     "audit",
+    "blob_chunks",
     "blobs",
     "deliveries",
     "events",
@@ -55,7 +58,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this code's tables correspond to.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 #: Characters an actor column holds. 200 characters stay far below PostgreSQL's B-tree entry
 #: limit (2,704 bytes) even in 4-byte UTF-8, so ``ix_events_actor_message_id`` can never refuse
@@ -189,7 +192,18 @@ blobs = Table(
     Column("data", LargeBinary, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("digest", String(64), nullable=False),
+    # 0: the content is ``data``; n > 0: ``data`` is empty, the content is n blob_chunks rows.
+    Column("chunks", Integer, nullable=False, server_default="0"),
     UniqueConstraint("message_id", "kind", "delivery_id"),
+)
+
+blob_chunks = Table(
+    "blob_chunks",
+    metadata,
+    Column("blob_id", _ID, ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("nonce", LargeBinary(12), nullable=False),  # empty for AS_SEALED blobs
+    Column("data", LargeBinary, nullable=False),
 )
 
 audit = Table(

@@ -20,6 +20,11 @@ Invariants:
   envelope has itself: the recipient verifies the bus's signature and the envelope's AEAD tag,
   and a swapped envelope is sealed for another recipient, who cannot open it.
 - A re-seal replaces the earlier sealed blob of the same delivery in one upsert (no DELETE).
+- Large content goes in and out as streams (:meth:`Unit.put_blob_stream`,
+  :meth:`Unit.blob_writer`, :meth:`Unit.open_blob`, :meth:`Unit.blob_sources`): above
+  :data:`~kcbus.ledger._chunks.INLINE_MAX` it is stored in ~1 MiB chunks, each encrypted on its
+  own (:mod:`kcbus.ledger._chunks`), and never held whole. :meth:`Unit.blobs` still gives
+  ``bytes`` (reading a chunked blob whole) for the small kinds (facts, full-inspection content).
 - Hand-over in memory: the unit knows the messages it claimed or created and every change it
   made to them (:meth:`Unit.current`), and the deliveries it created
   (:meth:`Unit.take_new_deliveries`), so the next stage in the same transaction works on them
@@ -30,23 +35,35 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
 
+from kcbus._errors import LedgerError
+from kcbus.ledger._chunks import CHUNK, BlobWriter, StoredBlob, open_chunked
 from kcbus.ledger._content import ContentKeyring
 from kcbus.ledger._models import DeliveryRow, MessageRow
 from kcbus.ledger._status import DeliveryStatus, Kind, Status
 from kcbus.ledger._tables import blobs, deliveries, events, message_keys, messages
 
-__all__ = ["AS_SEALED", "NewEnvelope", "NewMessage", "Unit", "blob_associated_data"]
+__all__ = [
+    "AS_SEALED",
+    "BlobSource",
+    "NewEnvelope",
+    "NewMessage",
+    "StoredBlob",
+    "Unit",
+    "blob_associated_data",
+]
 
 #: ``blobs.key_id`` of a blob stored as sealed for its recipient, without the ledger's AES
 #: layer (ledger key IDs are ``k`` + hex: no clash).
@@ -57,14 +74,30 @@ def blob_associated_data(message_id: int, kind: str, delivery_id: int) -> bytes:
     return f"kcbus-ledger/1:{message_id}:{kind}:{delivery_id}".encode()
 
 
+#: A stored blob as :meth:`Unit.blob_sources` gives it: small ones in memory, large ones to
+#: stream.
+BlobSource = bytes | StoredBlob
+
+
 @dataclass(frozen=True)
 class NewEnvelope:
-    """An envelope as a transport handed it over (receive stage)."""
+    """An envelope as a transport handed it over (receive stage): ``data`` in memory, or a
+    ``stream`` (a binary file positioned anywhere, or a path) read in chunks — twice: once to
+    hash it (the ledger deduplicates by SHA-256 before it stores), once to store it. ``size``
+    is informational for a stream (-1: unknown); the ledger counts what it reads."""
 
-    data: bytes
+    data: bytes | None
     envelope_id: str | None
     source: str | None
     peer: str | None
+    stream: BinaryIO | Path | None = None
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.stream is None):
+            raise ValueError("NewEnvelope needs exactly one of data= or stream=")
+        if self.data is not None:
+            object.__setattr__(self, "size", len(self.data))
 
 
 @dataclass(frozen=True)
@@ -181,10 +214,11 @@ class Unit:
         """Store envelopes as RECEIVED; ``None`` for one already in the ledger (redelivery)."""
         if not items:
             return []
-        digests = [hashlib.sha256(item.data).hexdigest() for item in items]
+        measured = [_measure(item) for item in items]
+        digests = [digest for digest, _ in measured]
         rows = []
         seen: set[str] = set()
-        for item, digest in zip(items, digests, strict=True):
+        for item, (digest, size) in zip(items, measured, strict=True):
             if digest in seen:
                 continue
             seen.add(digest)
@@ -196,7 +230,7 @@ class Unit:
                     "status": str(Status.RECEIVED),
                     "test": False,
                     "attempts": 0,
-                    "size": len(item.data),
+                    "size": size,
                     "source": item.source,
                     "peer": item.peer,
                     "received_at": self.now,
@@ -219,8 +253,12 @@ class Unit:
             taken.add(digest)
             ids.append(message_id)
             if message_id is not None:
-                self.put_blob(message_id, "envelope", item.data, digest=digest)
-                self.event(message_id, "receive", Status.RECEIVED, detail=_via(item))
+                if item.data is not None:
+                    self.put_blob(message_id, "envelope", item.data, digest=digest)
+                else:
+                    assert item.stream is not None
+                    self.put_blob_stream(message_id, "envelope", item.stream)
+                self.event(message_id, "receive", Status.RECEIVED, detail=_via(item, size))
         return ids
 
     def create(self, items: Sequence[NewMessage]) -> list[tuple[int, int]]:
@@ -446,13 +484,90 @@ class Unit:
         (self._blob_replaced if replace else self._blobs).append(row)
         self._written[(message_id, kind, delivery_id)] = data
 
+    def blob_writer(
+        self,
+        message_id: int,
+        kind: str,
+        *,
+        delivery_id: int = 0,
+        replace: bool = False,
+        encrypt: bool = True,
+    ) -> BlobWriter:
+        """A writable binary stream into a blob (use it as a context manager: an exception
+        inside removes what was written). Small content ends as :meth:`put_blob` stores it;
+        above :data:`~kcbus.ledger._chunks.INLINE_MAX` it is stored in chunks as it comes.
+        ``writer.size`` and ``writer.digest`` (SHA-256 hex) are set when it is closed."""
+
+        def inline(data: bytes, digest: str) -> None:
+            self.put_blob(
+                message_id,
+                kind,
+                data,
+                delivery_id=delivery_id,
+                replace=replace,
+                digest=digest,
+                encrypt=encrypt,
+            )
+
+        self._written.pop((message_id, kind, delivery_id), None)
+        return BlobWriter(
+            self._conn,
+            self._keys,
+            (message_id, kind, delivery_id),
+            encrypt=encrypt,
+            replace=replace,
+            inline=inline,
+        )
+
+    def put_blob_stream(
+        self,
+        message_id: int,
+        kind: str,
+        source: BinaryIO | Path,
+        *,
+        delivery_id: int = 0,
+        replace: bool = False,
+        encrypt: bool = True,
+    ) -> tuple[int, str]:
+        """:meth:`put_blob` from a binary stream (read from where it stands to its end) or a
+        file, in chunks; returns (size, SHA-256 hex)."""
+        with self.blob_writer(
+            message_id, kind, delivery_id=delivery_id, replace=replace, encrypt=encrypt
+        ) as out:
+            if isinstance(source, Path):
+                with open(source, "rb") as src:
+                    _copy(src, out)
+            else:
+                _copy(source, out)
+        return out.size, out.digest
+
     # -- reads ------------------------------------------------------------------------------
+
+    def open_blob(self, message_id: int, kind: str, *, delivery_id: int = 0) -> BinaryIO:
+        """A blob as a readable, seekable binary stream (chunked blobs are read a chunk at a
+        time, within this unit)."""
+        found = self.blob_sources(kind, [message_id], delivery_id=delivery_id).get(message_id)
+        if found is None:
+            raise LedgerError(f"message {message_id} has no {kind} blob")
+        if isinstance(found, StoredBlob):
+            return found.open()
+        return io.BytesIO(found)
 
     def blobs(
         self, kind: str, message_ids: Iterable[int], *, delivery_id: int | None = 0
     ) -> dict[int, bytes]:
-        """Decrypted blobs of ``kind`` by message ID (``delivery_id=None``: by delivery ID)."""
-        out: dict[int, bytes] = {}
+        """Decrypted blobs of ``kind`` by message ID (``delivery_id=None``: by delivery ID).
+        Chunked blobs are read whole: for large content use :meth:`blob_sources`."""
+        return {
+            key: value.read() if isinstance(value, StoredBlob) else value
+            for key, value in self.blob_sources(kind, message_ids, delivery_id=delivery_id).items()
+        }
+
+    def blob_sources(
+        self, kind: str, message_ids: Iterable[int], *, delivery_id: int | None = 0
+    ) -> dict[int, BlobSource]:
+        """As :meth:`blobs`, but a chunked blob comes as a :class:`StoredBlob` to stream."""
+        out: dict[int, BlobSource] = {}
         ids = []
         for message_id in message_ids:
             if delivery_id is not None and (message_id, kind, delivery_id) in self._written:
@@ -474,6 +589,9 @@ class Unit:
             if delivery_id is None and int(r.delivery_id) in out:
                 continue
             key = r.message_id if delivery_id is not None else r.delivery_id
+            if r.chunks:
+                out[int(key)] = self._stored(r)
+                continue
             if r.key_id == AS_SEALED:
                 out[int(key)] = bytes(r.data)
                 continue
@@ -481,6 +599,23 @@ class Unit:
                 r.key_id, r.nonce, r.data, blob_associated_data(r.message_id, kind, r.delivery_id)
             )
         return out
+
+    def _stored(self, r: Any) -> StoredBlob:
+        place = (int(r.message_id), str(r.kind), int(r.delivery_id))
+        blob_id, key_id, chunks, size = int(r.id), str(r.key_id), int(r.chunks), int(r.size)
+
+        def opener() -> BinaryIO:
+            return open_chunked(
+                self._conn,
+                self._keys,
+                blob_id=blob_id,
+                place=place,
+                key_id=key_id,
+                chunks=chunks,
+                size=size,
+            )
+
+        return StoredBlob(*place, size=size, digest=str(r.digest), _opener=opener)
 
     def opened_envelope_ids(self, envelope_ids: Iterable[str], exclude: Iterable[int]) -> set[str]:
         """Which of these envelope IDs another message already opened (replay protection)."""
@@ -664,7 +799,33 @@ def _updater(table: Table, shape: tuple[str, ...]) -> Callable[[], UpdateBase]:
     return build
 
 
-def _via(item: NewEnvelope) -> str:
+def _copy(src: BinaryIO, out: BlobWriter) -> None:
+    while block := src.read(CHUNK):
+        out.write(block)
+
+
+def _measure(item: NewEnvelope) -> tuple[str, int]:
+    """SHA-256 (hex) and size of an envelope; a stream is read in chunks and rewound."""
+    if item.data is not None:
+        return hashlib.sha256(item.data).hexdigest(), len(item.data)
+    assert item.stream is not None
+    digest = hashlib.sha256()
+    size = 0
+    if isinstance(item.stream, Path):
+        with open(item.stream, "rb") as src:
+            while block := src.read(CHUNK):
+                digest.update(block)
+                size += len(block)
+        return digest.hexdigest(), size
+    start = item.stream.tell()
+    while block := item.stream.read(CHUNK):
+        digest.update(block)
+        size += len(block)
+    item.stream.seek(start)
+    return digest.hexdigest(), size
+
+
+def _via(item: NewEnvelope, size: int) -> str:
     parts = []
     if item.source:
         parts.append(f"via {item.source}")
@@ -672,5 +833,5 @@ def _via(item: NewEnvelope) -> str:
         parts.append(f"envelope {item.envelope_id}")
     if item.peer:
         parts.append(f"peer {item.peer}")
-    parts.append(f"{len(item.data)} bytes")
+    parts.append(f"{size} bytes")
     return ", ".join(parts)
