@@ -54,6 +54,7 @@ def forward_content(source: bytes | Path, label: OpenedLabel) -> SealedEnvelope:
     kid = parse_jwe(content).kid or ""
 
     if only_content:
+
         def pieces() -> Iterator[Piece]:
             yield content
 

@@ -66,8 +66,11 @@ from adapters.envelope._stream import attachment_key, decrypt_stream, sealed_siz
 __all__ = ["EnvelopeInfo", "open_envelope", "open_label", "peek_envelope"]
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SIG_ALGS: Final = {"Ed25519": ("Ed25519", "EdDSA"), "EdDSA": ("Ed25519", "EdDSA"),
-                    "PS512": ("PS512",)}
+_SIG_ALGS: Final = {
+    "Ed25519": ("Ed25519", "EdDSA"),
+    "EdDSA": ("Ed25519", "EdDSA"),
+    "PS512": ("PS512",),
+}
 
 
 def _header_id(header: JSON) -> str | None:
@@ -136,12 +139,14 @@ def _open_token(
     if type(iat) is not int:
         raise Tampered("header", envelope_id=envelope_id, detail="no creation time")
     if facts.get("from") != sig_info.partner:
-        raise Tampered("sender", envelope_id=envelope_id,
-                       detail=f"signed by a key of {sig_info.partner}")
+        raise Tampered(
+            "sender", envelope_id=envelope_id, detail=f"signed by a key of {sig_info.partner}"
+        )
     if facts.get("to") != enc_info.partner:
         to = facts.get("to")
-        raise WrongRecipient(enc_info.kid, envelope_id=envelope_id,
-                             recipient=to if isinstance(to, str) else "?")
+        raise WrongRecipient(
+            enc_info.kid, envelope_id=envelope_id, recipient=to if isinstance(to, str) else "?"
+        )
     created = from_ts(iat)
     if created < now - max_age:
         raise Expired("envelope-too-old", envelope_id=envelope_id)
@@ -199,8 +204,12 @@ def _open_attachments(
         for index, entry in enumerate(entries):
             kind, length = reader.next()
             if kind != KIND_ATTACHMENT or length != sealed_size(entry.size, entry.chunk_size):
-                raise Tampered("container", envelope_id=envelope_id, attachment=index,
-                               detail="attachment record does not match the manifest")
+                raise Tampered(
+                    "container",
+                    envelope_id=envelope_id,
+                    attachment=index,
+                    detail="attachment record does not match the manifest",
+                )
             final = directory / entry.name
             if final.exists():
                 raise KeystoreError(f"{final} exists: open into an empty folder")
@@ -210,13 +219,22 @@ def _open_attachments(
             with os.fdopen(fd, "wb") as out:
                 write: Callable[[memoryview], object] = out.write
                 digest = decrypt_stream(
-                    reader.stream, entry.size, attachment_key(akey, envelope_id, index),
-                    entry.chunk_size, index, write, envelope_id=envelope_id,
+                    reader.stream,
+                    entry.size,
+                    attachment_key(akey, envelope_id, index),
+                    entry.chunk_size,
+                    index,
+                    write,
+                    envelope_id=envelope_id,
                 )
             reader.offset += length
             if digest != entry.sha256:
-                raise Tampered("attachment", envelope_id=envelope_id, attachment=index,
-                               detail="digest differs from the signed manifest")
+                raise Tampered(
+                    "attachment",
+                    envelope_id=envelope_id,
+                    attachment=index,
+                    detail="digest differs from the signed manifest",
+                )
             opened.append(OpenedAttachment(entry, final))
         reader.expect_end()
         for temp, item in zip(temps, opened, strict=True):
@@ -249,11 +267,20 @@ def open_envelope(
     keystore.refresh()
     if isinstance(source, bytes) and source[:2] == b"ey" and len(source) <= MAX_TOKEN:
         # Fast path for the common case, a compact JWE in memory: no stream, no copies.
-        verified = _open_token(source.rstrip(b" \t\r\n"), keystore, typ="kcbus-message",
-                               now=now, max_age=max_age, max_skew=max_skew)
+        verified = _open_token(
+            source.rstrip(b" \t\r\n"),
+            keystore,
+            typ="kcbus-message",
+            now=now,
+            max_age=max_age,
+            max_skew=max_skew,
+        )
         if "att" in verified.facts:
-            raise Malformed("container", envelope_id=verified.envelope_id,
-                            detail="the manifest lists attachments the envelope lacks")
+            raise Malformed(
+                "container",
+                envelope_id=verified.envelope_id,
+                detail="the manifest lists attachments the envelope lacks",
+            )
         _check_replay(replay_guard, verified.envelope_id)
         message = verified.jws.payload()
         if replay_guard is not None:
@@ -271,13 +298,17 @@ def open_envelope(
             if kind != KIND_CONTENT:
                 raise Malformed("container", detail="no content record")
             token = reader.token(length, "jwe")
-        verified = _open_token(token, keystore, typ="kcbus-message", now=now, max_age=max_age,
-                               max_skew=max_skew)
+        verified = _open_token(
+            token, keystore, typ="kcbus-message", now=now, max_age=max_age, max_skew=max_skew
+        )
         envelope_id = verified.envelope_id
         entries, akey = _manifest(verified.facts, envelope_id)
         if reader.compact is not None and entries:
-            raise Malformed("container", envelope_id=envelope_id,
-                            detail="the manifest lists attachments the envelope lacks")
+            raise Malformed(
+                "container",
+                envelope_id=envelope_id,
+                detail="the manifest lists attachments the envelope lacks",
+            )
         _check_replay(replay_guard, envelope_id)
         message = verified.jws.payload()
         opened: tuple[OpenedAttachment, ...] = ()
@@ -333,8 +364,14 @@ def open_label(
         kind, length = (b"", 0) if reader.compact is not None else reader.next()
         if kind != KIND_LABEL:
             raise Malformed("label", detail="the envelope has no routing label")
-        verified = _open_token(reader.token(length, "label"), keystore, typ="kcbus-label",
-                               now=now, max_age=max_age, max_skew=max_skew)
+        verified = _open_token(
+            reader.token(length, "label"),
+            keystore,
+            typ="kcbus-label",
+            now=now,
+            max_age=max_age,
+            max_skew=max_skew,
+        )
         envelope_id = verified.envelope_id
         kind, length = reader.next()
         if kind != KIND_CONTENT:

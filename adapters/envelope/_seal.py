@@ -124,22 +124,33 @@ class _Keys:
 
     def _headers(self, typ: str, cty: str, facts: JSON, envelope_id: str) -> tuple[JSON, JSON]:
         return (
-            {"alg": self.signer.alg, "kid": self.signer.kid, "typ": typ, "cty": cty,
-             "kcbus": facts},
-            {"alg": self.recipient.alg, "enc": "A256GCM", "kid": self.recipient.kid,
-             "cty": "JOSE", "kcbus": {"v": 1, "id": envelope_id}},
+            {
+                "alg": self.signer.alg,
+                "kid": self.signer.kid,
+                "typ": typ,
+                "cty": cty,
+                "kcbus": facts,
+            },
+            {
+                "alg": self.recipient.alg,
+                "enc": "A256GCM",
+                "kid": self.recipient.kid,
+                "cty": "JOSE",
+                "kcbus": {"v": 1, "id": envelope_id},
+            },
         )
 
     def seal(self, typ: str, cty: str, facts: JSON, payload: bytes, envelope_id: str) -> bytes:
         jws_header, jwe_header = self._headers(typ, cty, facts, envelope_id)
-        return encrypt_compact(jwe_header, sign_compact(jws_header, payload, self.sign_key),
-                               self.encrypt_key)
+        return encrypt_compact(
+            jwe_header, sign_compact(jws_header, payload, self.sign_key), self.encrypt_key
+        )
 
-    def length(self, typ: str, cty: str, facts: JSON, payload_length: int,
-               envelope_id: str) -> int:
+    def length(self, typ: str, cty: str, facts: JSON, payload_length: int, envelope_id: str) -> int:
         jws_header, jwe_header = self._headers(typ, cty, facts, envelope_id)
-        return compact_length(jws_header, payload_length, self.sign_key, jwe_header,
-                              self.encrypt_key)
+        return compact_length(
+            jws_header, payload_length, self.sign_key, jwe_header, self.encrypt_key
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +189,9 @@ class _Container:
         self.message, self.media_type, self.facts = message, media_type, facts
         self.sources, self.chunk_size = sources, chunk_size
         self.envelope_id = str(facts["id"])
-        self.label_payload = (b"" if label is None else
-                              json.dumps(label.to_json(), separators=(",", ":")).encode())
+        self.label_payload = (
+            b"" if label is None else json.dumps(label.to_json(), separators=(",", ":")).encode()
+        )
         self.akey = os.urandom(32) if sources else b""
         self.digests: list[str] | None = None if sources else []
         self._prefix: bytes | None = None
@@ -188,8 +200,10 @@ class _Container:
         return attachment_key(self.akey, self.envelope_id, index)
 
     def manifest(self, digests: Sequence[str]) -> list[ManifestEntry]:
-        return [ManifestEntry(s.name, s.media_type, s.size, d, self.chunk_size)
-                for s, d in zip(self.sources, digests, strict=True)]
+        return [
+            ManifestEntry(s.name, s.media_type, s.size, d, self.chunk_size)
+            for s, d in zip(self.sources, digests, strict=True)
+        ]
 
     def _content_facts(self, digests: Sequence[str]) -> JSON:
         facts = dict(self.facts)
@@ -200,22 +214,35 @@ class _Container:
 
     def _label_facts(self, content_sha256: str) -> JSON:
         return {
-            "v": 1, "id": self.envelope_id, "iat": self.facts["iat"], "from": self.facts["from"],
-            "to": self.via, "for": self.facts["to"], "content": content_sha256,
+            "v": 1,
+            "id": self.envelope_id,
+            "iat": self.facts["iat"],
+            "from": self.facts["from"],
+            "to": self.via,
+            "for": self.facts["to"],
+            "content": content_sha256,
             "attachments": len(self.sources),
         }
 
     def prefix_length(self) -> int:
         """Length of :meth:`prefix`, known before the digests are."""
         placeholders = [_DIGEST_PLACEHOLDER] * len(self.sources)
-        content = self.keys.length("kcbus-message", self.media_type,
-                                   self._content_facts(placeholders), len(self.message),
-                                   self.envelope_id)
+        content = self.keys.length(
+            "kcbus-message",
+            self.media_type,
+            self._content_facts(placeholders),
+            len(self.message),
+            self.envelope_id,
+        )
         length = len(HEADER) + 9 + content
         if self.label_keys is not None:
             length += 9 + self.label_keys.length(
-                "kcbus-label", "application/json", self._label_facts(_DIGEST_PLACEHOLDER),
-                len(self.label_payload), self.envelope_id)
+                "kcbus-label",
+                "application/json",
+                self._label_facts(_DIGEST_PLACEHOLDER),
+                len(self.label_payload),
+                self.envelope_id,
+            )
         return length
 
     def hash_sources(self) -> None:
@@ -235,23 +262,33 @@ class _Container:
             if self.digests is None:
                 self.hash_sources()
             assert self.digests is not None
-            content = self.keys.seal("kcbus-message", self.media_type,
-                                     self._content_facts(self.digests), self.message,
-                                     self.envelope_id)
+            content = self.keys.seal(
+                "kcbus-message",
+                self.media_type,
+                self._content_facts(self.digests),
+                self.message,
+                self.envelope_id,
+            )
             head = [HEADER]
             if self.label_keys is not None:
                 label = self.label_keys.seal(
-                    "kcbus-label", "application/json",
-                    self._label_facts(hashlib.sha256(content).hexdigest()), self.label_payload,
-                    self.envelope_id)
+                    "kcbus-label",
+                    "application/json",
+                    self._label_facts(hashlib.sha256(content).hexdigest()),
+                    self.label_payload,
+                    self.envelope_id,
+                )
                 head += [record_header(KIND_LABEL, len(label)), label]
             head += [record_header(KIND_CONTENT, len(content)), content]
             self._prefix = b"".join(head)
         return self._prefix
 
     def size(self) -> int:
-        return self.prefix_length() + len(END) + sum(
-            9 + sealed_size(s.size, self.chunk_size) for s in self.sources)
+        return (
+            self.prefix_length()
+            + len(END)
+            + sum(9 + sealed_size(s.size, self.chunk_size) for s in self.sources)
+        )
 
     def pieces(self) -> Iterator[Piece]:
         """The envelope in order (attachments hashed first)."""
@@ -259,8 +296,9 @@ class _Container:
         for index, source in enumerate(self.sources):
             yield record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size))
             with _open_source(source) as handle:
-                yield from encrypt_stream(handle, source.size, self.keys_for(index),
-                                          self.chunk_size, index)
+                yield from encrypt_stream(
+                    handle, source.size, self.keys_for(index), self.chunk_size, index
+                )
         yield END
 
     def write_in_order(self, out: BinaryIO) -> int:
@@ -295,8 +333,15 @@ class _Container:
             out.write(record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size)))
             digest = hashlib.sha256() if digests is not None else None
             with _open_source(source) as handle:
-                seal_chunks(handle, source.size, self.keys_for(index), self.chunk_size, index,
-                            out.write, digest)
+                seal_chunks(
+                    handle,
+                    source.size,
+                    self.keys_for(index),
+                    self.chunk_size,
+                    index,
+                    out.write,
+                    digest,
+                )
             if digest is not None and digests is not None:
                 digests.append(digest.hexdigest())
 
@@ -328,10 +373,12 @@ class SealedEnvelope:
     _container: _Container | None = None
 
     def __repr__(self) -> str:
-        return (f"SealedEnvelope(envelope_id={self.envelope_id!r}, sender={self.sender!r}, "
-                f"recipient={self.recipient!r}, size={self.size}, "
-                f"attachments={0 if self._container is None else len(self._container.sources)}, "
-                f"via={self.via!r})")
+        return (
+            f"SealedEnvelope(envelope_id={self.envelope_id!r}, sender={self.sender!r}, "
+            f"recipient={self.recipient!r}, size={self.size}, "
+            f"attachments={0 if self._container is None else len(self._container.sources)}, "
+            f"via={self.via!r})"
+        )
 
     @property
     def manifest(self) -> tuple[ManifestEntry, ...]:
@@ -444,21 +491,40 @@ def seal(
             yield content
 
         return SealedEnvelope(
-            envelope_id=envelope_id, sender=sender, recipient=recipient, created=from_ts(iat),
-            signing_kid=keys.signer.kid, encryption_kid=keys.recipient.kid, size=len(content),
-            via=None, is_compact=True, _pieces=compact,
+            envelope_id=envelope_id,
+            sender=sender,
+            recipient=recipient,
+            created=from_ts(iat),
+            signing_kid=keys.signer.kid,
+            encryption_kid=keys.recipient.kid,
+            size=len(content),
+            via=None,
+            is_compact=True,
+            _pieces=compact,
         )
     container = _Container(
         keys=keys,
         label_keys=None if via is None else _Keys.pick(keystore, sender, via, now),
-        label=label, via=via, message=message, media_type=media_type, facts=facts,
-        sources=sources, chunk_size=chunk_size,
+        label=label,
+        via=via,
+        message=message,
+        media_type=media_type,
+        facts=facts,
+        sources=sources,
+        chunk_size=chunk_size,
     )
     if not sources:
         container.prefix()  # nothing to wait for: seal now
     return SealedEnvelope(
-        envelope_id=envelope_id, sender=sender, recipient=recipient, created=from_ts(iat),
-        signing_kid=keys.signer.kid, encryption_kid=keys.recipient.kid,
-        size=container.size(), via=via, is_compact=False, _pieces=container.pieces,
+        envelope_id=envelope_id,
+        sender=sender,
+        recipient=recipient,
+        created=from_ts(iat),
+        signing_kid=keys.signer.kid,
+        encryption_kid=keys.recipient.kid,
+        size=container.size(),
+        via=via,
+        is_compact=False,
+        _pieces=container.pieces,
         _container=container,
     )

@@ -109,8 +109,10 @@ class _Group:
 def _groups(size: int, chunk: int) -> list[_Group]:
     count = chunk_count(size, chunk)
     per = max(1, _GROUP_BYTES // chunk)
-    return [_Group(j, min(per, count - j), min(per * chunk, size - j * chunk))
-            for j in range(0, count, per)]
+    return [
+        _Group(j, min(per, count - j), min(per * chunk, size - j * chunk))
+        for j in range(0, count, per)
+    ]
 
 
 def _ring_depth(group_bytes: int) -> int:
@@ -287,12 +289,16 @@ def decrypt_stream(
                 lo = k * chunk
                 n = min(chunk, group.plain - lo)
                 if got < lo + k * TAG + n + TAG:
-                    raise Truncated("attachment", envelope_id=envelope_id, attachment=index,
-                                    chunk=j)
+                    raise Truncated(
+                        "attachment", envelope_id=envelope_id, attachment=index, chunk=j
+                    )
                 try:
-                    aead.decrypt_into(_nonce(j, j == count - 1),
-                                      sealed[lo + k * TAG : lo + k * TAG + n + TAG], None,
-                                      plain[lo : lo + n])
+                    aead.decrypt_into(
+                        _nonce(j, j == count - 1),
+                        sealed[lo + k * TAG : lo + k * TAG + n + TAG],
+                        None,
+                        plain[lo : lo + n],
+                    )
                 except InvalidTag:
                     raise Tampered(
                         "attachment", envelope_id=envelope_id, attachment=index, chunk=j

@@ -166,9 +166,12 @@ def test_a_changed_jws_part_fails_the_signature(
 # --- containers and attachment chunks ------------------------------------------------------
 
 
-@pytest.fixture
-def container(stores: dict[str, Keystore], tmp_path: Path) -> tuple[bytes, list[Path]]:
-    """An envelope with two attachments of 3 chunks each (the last one short)."""
+@pytest.fixture(params=["in-order", "one-pass"])
+def container(
+    stores: dict[str, Keystore], tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[bytes, list[Path]]:
+    """An envelope with two attachments of 3 chunks each (the last one short), written in
+    order (``data()``) or by ``save()`` (attachment records first, content filled in last)."""
     files = []
     for name in ("plan-a.pdf", "plan-b.pdf"):
         path = tmp_path / name
@@ -176,7 +179,10 @@ def container(stores: dict[str, Keystore], tmp_path: Path) -> tuple[bytes, list[
         files.append(path)
     sealed = seal(MESSAGE, sender="hospital", recipient="gp", keystore=stores["hospital"],
                   now=NOW, attachments=files, chunk_size=CHUNK)
-    return sealed.data(), files
+    if request.param == "in-order":
+        return sealed.data(), files
+    sealed.save(tmp_path / "envelope.kcb")
+    return (tmp_path / "envelope.kcb").read_bytes(), files
 
 
 def _open(stores: dict[str, Keystore], data: bytes, out: Path) -> Callable[[], object]:
