@@ -619,12 +619,14 @@ class AmqpTransport(TransportBase):
 
             return from_body
         assert self.claim_check is not None
-        folder = self.claim_check
+        folder, fs = self.claim_check, self._claims_fs
 
         def from_claim() -> BinaryIO:
+            # Whoever can write the claim folder could plant a symlink (to a key, to
+            # /proc/self/environ, to /dev/zero): open regular files only, never through a link.
             for candidate in (folder / claim, folder / ".done" / claim):
                 try:
-                    return candidate.open("rb")
+                    return fs.open_read(str(candidate))
                 except FileNotFoundError:
                     continue
             raise TransportUnavailable("claim-check file is missing", transport=self.scheme_name)

@@ -149,10 +149,13 @@ class LocalFileSystem:
         # A partner who can write the drop folder could swap a listed file for a symlink
         # between listing and claiming: never follow one, and read only regular files, or the
         # bus would carry any local file (keys!) into its ledger.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: opening a FIFO planted there must not hang the worker before the check
+        # (it changes nothing for reads of a regular file).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
     def open_write(self, path: str, *, append: bool) -> BinaryIO:

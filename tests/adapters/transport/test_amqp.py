@@ -96,6 +96,28 @@ def test_envelopes_above_the_limit_need_a_claim_check(rabbitmq: RabbitMQ,
     assert (claims / ".done" / "env-big.env").read_bytes() == big
 
 
+def test_a_claim_check_file_swapped_for_a_symlink_is_never_followed(
+        rabbitmq: RabbitMQ, tmp_path: Path) -> None:
+    """Whoever can write the claim folder must not make the bus read another local file
+    (a key, the process environment) into its ledger."""
+    exchange, partner = _names()
+    secret = tmp_path / "private.key"
+    secret.write_bytes(b"PRIVATE KEY MATERIAL")
+    claims = tmp_path / "claims"
+    with connect(rabbitmq.url, exchange=exchange, max_size=1024,
+                 claim_check=str(claims)) as sender, \
+            connect(rabbitmq.url, exchange=exchange, inbox=partner,
+                    claim_check=str(claims)) as receiver:
+        sender.send(Outbound("env-swap", partner, data=b"p" * 2048))
+        [claimed] = [p for p in claims.iterdir() if p.is_file()]
+        claimed.unlink()
+        claimed.symlink_to(secret)
+        [delivery] = receiver.receive(1, timeout=5)
+        with pytest.raises(OSError):
+            delivery.read()
+        receiver.reject(delivery, "unreadable-delivery")
+
+
 def test_rejected_messages_land_in_the_partners_dead_letter_queue(rabbitmq: RabbitMQ) -> None:
     exchange, partner = _names()
     with connect(rabbitmq.url, exchange=exchange) as sender, \
