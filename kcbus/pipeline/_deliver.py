@@ -14,6 +14,12 @@ The sealed bytes also stay in the worker's memory (:attr:`Runtime.sealed`, keyed
 and envelope ID, bounded) until its deliver stage sends them; a worker that did not seal a
 delivery reads it from the ledger.
 
+Large envelopes (above :data:`kcbus.ledger.BLOB_INLINE_MAX`) are never whole in memory: the
+stored envelope is re-opened from the ledger's stream (attachments to scratch), the new one is
+streamed into a chunked blob (``SealedEnvelope.open()``, encrypted piece by piece in this thread:
+the ledger connection is used only here), not kept in :attr:`Runtime.sealed`, and sent with
+``Outbound(open=..., size=...)`` straight from the ledger.
+
 Deliver (SEALED/RETRYING due → DELIVERED / RETRYING / DEAD): one ``send`` per delivery inside
 the batch's transaction. Whether to retry is decided by the error's type only
 (:attr:`xoev.KcbusError.retryable`): transient errors wait ``RetryPolicy.delay`` (exponential
@@ -39,9 +45,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from adapters.envelope import Attachment, open_envelope, seal
+from adapters.envelope import Attachment, SealedEnvelope, open_envelope, seal
 from adapters.transport import Outbound
-from kcbus.ledger import DeliveryRow, DeliveryStatus, Kind, MessageRow, Status, Unit
+from kcbus.ledger import (
+    BLOB_INLINE_MAX,
+    BlobSource,
+    DeliveryRow,
+    DeliveryStatus,
+    Kind,
+    MessageRow,
+    Status,
+    StoredBlob,
+    Unit,
+)
 from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, reference_of
 from kcbus.pipeline._runtime import Runtime, work
 from kcbus.receipts import Fault, Handover, ReceiptType, redact
@@ -106,10 +122,9 @@ def _seal(rt: Runtime, unit: Unit, pairs: list[tuple[DeliveryRow, MessageRow]]) 
             else:
                 try:
                     fact = facts.get(message.ledger_id)
+                    data: bytes | None
                     if fact is not None and fact.attachments:
-                        data, envelope_id = _reseal_with_attachments(
-                            rt, unit, message, delivery.destination
-                        )
+                        data, envelope_id = _reseal_with_attachments(rt, unit, message, delivery)
                     else:
                         sealed = seal(
                             contents[message.ledger_id],
@@ -122,15 +137,16 @@ def _seal(rt: Runtime, unit: Unit, pairs: list[tuple[DeliveryRow, MessageRow]]) 
                 except KcbusError as exc:  # e.g. no valid key for the destination yet
                     _failed(rt, unit, delivery, message, "seal", exc, counts, receipts)
                     continue
-                unit.put_blob(
-                    message.ledger_id,
-                    "sealed",
-                    data,
-                    delivery_id=delivery.id,
-                    replace=True,
-                    encrypt=False,
-                )
-                rt.keep_sealed(delivery.id, envelope_id, data)
+                if data is not None:  # else streamed into the ledger already (large)
+                    unit.put_blob(
+                        message.ledger_id,
+                        "sealed",
+                        data,
+                        delivery_id=delivery.id,
+                        replace=True,
+                        encrypt=False,
+                    )
+                    rt.keep_sealed(delivery.id, envelope_id, data)
             unit.update_delivery(
                 delivery.id,
                 status=DeliveryStatus.SEALED,
@@ -152,34 +168,56 @@ def _seal(rt: Runtime, unit: Unit, pairs: list[tuple[DeliveryRow, MessageRow]]) 
 
 
 def _reseal_with_attachments(
-    rt: Runtime, unit: Unit, message: MessageRow, destination: str
-) -> tuple[bytes, str]:
+    rt: Runtime, unit: Unit, message: MessageRow, delivery: DeliveryRow
+) -> tuple[bytes | None, str]:
     """Full inspection with attachments: open the stored envelope again into scratch space
     and seal message + attachments for the destination (plaintext only on local disk, only
-    for the moment of sealing)."""
-    raw = unit.blobs("envelope", [message.ledger_id])[message.ledger_id]
+    for the moment of sealing). A large result is streamed into the ledger here, while the
+    attachments are still in scratch, and ``None`` is returned for its bytes."""
     scratch = Path(tempfile.mkdtemp(prefix="kcbus-seal-", dir=rt.scratch))
     try:
-        opened = open_envelope(
-            raw,
-            keystore=rt.keystore,
-            now=message.received_at,
-            replay_guard=None,
-            attachments_dir=scratch,
-        )
+        with unit.open_blob(message.ledger_id, "envelope") as raw:
+            opened = open_envelope(
+                raw,
+                keystore=rt.keystore,
+                now=message.received_at,
+                replay_guard=None,
+                attachments_dir=scratch,
+            )
         sealed = seal(
             opened.message,
             sender=rt.config.bus.id,
-            recipient=destination,
+            recipient=delivery.destination,
             keystore=rt.keystore,
             now=unit.now,
             attachments=[
                 Attachment(a.path, a.entry.name, a.entry.media_type) for a in opened.attachments
             ],
         )
-        return sealed.data(), sealed.envelope_id
+        if sealed.size <= BLOB_INLINE_MAX:
+            return sealed.data(), sealed.envelope_id
+        _store_sealed(unit, message, delivery, sealed)
+        return None, sealed.envelope_id
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _store_sealed(
+    unit: Unit, message: MessageRow, delivery: DeliveryRow, sealed: SealedEnvelope
+) -> None:
+    """Stream a sealed envelope into the ledger as sealed, replacing an earlier seal.
+
+    ``open()`` rather than ``write_to``: ``write_to`` writes attachments from a writer thread,
+    and the unit's database connection must stay in this one."""
+    with sealed.open() as src:
+        unit.put_blob_stream(
+            message.ledger_id,
+            "sealed",
+            src,
+            delivery_id=delivery.id,
+            replace=True,
+            encrypt=False,
+        )
 
 
 def _failed(
@@ -292,21 +330,21 @@ def deliver_batch(
             for d, m in pairs
             if not m.end_to_end and (data := rt.take_sealed(d.id, d.envelope_id)) is not None
         }
-        sealed = unit.blobs(
-            "sealed",
-            {m.ledger_id for d, m in pairs if not m.end_to_end and d.id not in kept},
-            delivery_id=None,
+        sealed: dict[int, BlobSource] = dict(
+            unit.blob_sources(
+                "sealed",
+                {m.ledger_id for d, m in pairs if not m.end_to_end and d.id not in kept},
+                delivery_id=None,
+            )
         )
         sealed.update(kept)
-        forwarded = unit.blobs("content", {m.ledger_id for _, m in pairs if m.end_to_end})
+        forwarded = unit.blob_sources("content", {m.ledger_id for _, m in pairs if m.end_to_end})
         messages: dict[int, MessageRow] = {}
         by_destination: dict[str, list[tuple[DeliveryRow, MessageRow, Outbound]]] = {}
         for delivery, message in pairs:
             messages[message.ledger_id] = message
-            data = forwarded[message.ledger_id] if message.end_to_end else sealed[delivery.id]
-            item = Outbound(
-                envelope_id=delivery.envelope_id or "", recipient=delivery.destination, data=data
-            )
+            source = forwarded[message.ledger_id] if message.end_to_end else sealed[delivery.id]
+            item = _outbound(delivery, source)
             by_destination.setdefault(delivery.destination, []).append((delivery, message, item))
         for target, items in by_destination.items():
             for (delivery, message, item), error in zip(
@@ -334,6 +372,17 @@ def deliver_batch(
                 )
         _summarise(rt, unit, messages, counts)
     return counts
+
+
+def _outbound(delivery: DeliveryRow, data: BlobSource) -> Outbound:
+    """Small envelopes from memory; large ones streamed from the ledger (each ``open`` a fresh
+    stream: a transport may re-read for a retry). Sends run inside this unit."""
+    envelope_id, recipient = delivery.envelope_id or "", delivery.destination
+    if isinstance(data, StoredBlob):
+        return Outbound(
+            envelope_id=envelope_id, recipient=recipient, open=data.open, size=data.size
+        )
+    return Outbound(envelope_id=envelope_id, recipient=recipient, data=data)
 
 
 def _send(rt: Runtime, destination: str, items: list[Outbound]) -> list[KcbusError | None]:

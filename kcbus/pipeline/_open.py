@@ -17,10 +17,15 @@ Per message (DESIGN.md, "Message life cycle" 2, and "Two inspection modes"):
 Envelopes are opened "as of" their arrival time: one that waited in the ledger during an outage
 is not refused as too old. Replays are caught by the ledger: an envelope ID another message
 already opened is refused (:class:`adapters.envelope.Replayed`).
+
+Memory: a large envelope (stored in chunks, see :mod:`kcbus.ledger._chunks`) is opened from
+the ledger's stream, never whole: attachments go to scratch (and are deleted at once), and
+end-to-end content is forwarded from a scratch copy of the envelope into a chunked blob.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -29,12 +34,14 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from lxml import etree
 
 from adapters.envelope import (
     EnvelopeInfo,
     Malformed,
+    SealedEnvelope,
     forward_content,
     open_envelope,
     open_label,
@@ -49,7 +56,7 @@ from kcbus._errors import (
     UnknownSender,
 )
 from kcbus.config import Partner, Route
-from kcbus.ledger import Kind, MessageRow, Status, Unit
+from kcbus.ledger import Kind, MessageRow, Status, StoredBlob, Unit
 from kcbus.pipeline._common import (
     Facts,
     ReceiptQueue,
@@ -81,22 +88,34 @@ class _Guard:
         self._seen.add(envelope_id)
 
 
+#: An envelope as the open stage reads it: in memory, or a seekable stream from the ledger.
+_Raw = bytes | BinaryIO
+
+
 @dataclass
 class _Opened:
     facts: Facts
-    content: bytes
+    #: The content to store: in memory, or (large end-to-end content) to be streamed.
+    content: bytes | SealedEnvelope
     envelope_id: str
     sender: Partner
     route: Route
     tree: etree._ElementTree | None
-    digest: str  # SHA-256 hex of content
+    digest: str  # SHA-256 hex of content ("" until a streamed content is stored)
 
 
-def _peek(raw: bytes) -> EnvelopeInfo | None:
+def _peek(raw: _Raw) -> EnvelopeInfo | None:
     try:
         return peek_envelope(raw)
     except Malformed:
         return None
+    finally:
+        _rewind(raw)
+
+
+def _rewind(raw: _Raw) -> None:
+    if not isinstance(raw, bytes):
+        raw.seek(0)
 
 
 def open_batch(rt: Runtime, limit: int, *, unit: Unit | None = None) -> StageCounts:
@@ -110,11 +129,15 @@ def open_rows(
     """As :func:`open_batch`; also gives the rows now OPENED (for the next stage, same unit)."""
     counts = StageCounts()
     advanced: list[MessageRow] = []
-    with work(rt, unit) as unit:
+    with work(rt, unit) as unit, contextlib.ExitStack() as cleanup:
         rows = unit.claim([Status.RECEIVED], limit, kind=Kind.MESSAGE)
         if not rows:
             return counts, advanced
-        raws = unit.blobs("envelope", [r.ledger_id for r in rows])
+        raws: dict[int, _Raw] = {}
+        for message_id, found in unit.blob_sources("envelope", [r.ledger_id for r in rows]).items():
+            raws[message_id] = (
+                cleanup.enter_context(found.open()) if isinstance(found, StoredBlob) else found
+            )
         peeked = {r.ledger_id: _peek(raws[r.ledger_id]) for r in rows}
         guard = _Guard(
             unit.opened_envelope_ids(
@@ -129,7 +152,7 @@ def open_rows(
                 info = peeked[row.ledger_id]
                 if info is None:
                     raise Malformed("container", envelope_id=row.envelope_id)
-                result = _open_one(rt, row, raws[row.ledger_id], guard, info.has_label)
+                result = _open_one(rt, row, raws[row.ledger_id], guard, info.has_label, cleanup)
             except _Refused as refused:
                 fields = _fields(refused.facts, refused.envelope_id, refused.sender, None)
                 reject(
@@ -184,7 +207,11 @@ def open_rows(
                     fields=fields,
                 )
                 continue
-            unit.put_blob(message_id, "content", result.content, digest=result.digest)
+            if isinstance(result.content, bytes):
+                unit.put_blob(message_id, "content", result.content, digest=result.digest)
+            else:  # large end-to-end content: streamed into chunks
+                with result.content.open() as src:
+                    _, result.digest = unit.put_blob_stream(message_id, "content", src)
             fields["content_digest"] = result.digest
             unit.put_blob(message_id, "facts", facts.dump())
             changes: dict[str, object] = {
@@ -263,14 +290,29 @@ def _peer_partner(rt: Runtime, row: MessageRow) -> str | None:
     return None
 
 
-def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label: bool) -> _Opened:
+def _open_one(
+    rt: Runtime,
+    row: MessageRow,
+    raw: _Raw,
+    guard: _Guard,
+    has_label: bool,
+    cleanup: contextlib.ExitStack,
+) -> _Opened:
     as_of = row.received_at
     tree: etree._ElementTree | None = None
+    content: bytes | SealedEnvelope
     if has_label:
         label = open_label(raw, keystore=rt.keystore, now=as_of, replay_guard=guard)
+        _rewind(raw)
         sender_id = label.sender
-        content = forward_content(raw, label).data()
-        digest = hashlib.sha256(content).hexdigest()
+        if isinstance(raw, bytes):
+            content = forward_content(raw, label).data()
+            digest = hashlib.sha256(content).hexdigest()
+        else:
+            # forward_content takes bytes or a path: a scratch copy, read again when stored
+            # (gone at the end of the batch). Digest: computed while it is stored.
+            content = forward_content(_scratch_copy(rt, row, raw, cleanup), label)
+            digest = ""
         facts = Facts(
             message_uuid=label.label.message_id,
             message_type=label.label.message_type,
@@ -329,6 +371,21 @@ def _open_one(rt: Runtime, row: MessageRow, raw: bytes, guard: _Guard, has_label
     except PartnerFault as exc:
         raise _Refused(exc, sender, facts, envelope_id) from exc
     return _Opened(facts, content, envelope_id, sender, route, tree, digest)
+
+
+def _scratch_copy(
+    rt: Runtime, row: MessageRow, raw: BinaryIO, cleanup: contextlib.ExitStack
+) -> Path:
+    """``raw`` copied in chunks to a file in scratch, removed when ``cleanup`` closes."""
+    folder = Path(rt.scratch or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"kcbus-forward-{row.ledger_id}-", dir=folder)
+    path = Path(name)
+    cleanup.callback(path.unlink, missing_ok=True)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(raw, out, 1 << 20)
+    _rewind(raw)
+    return path
 
 
 def _admit(rt: Runtime, row: MessageRow, facts: Facts, sender: Partner) -> Route:

@@ -11,9 +11,9 @@ transport's failed place with reason ``envelope-too-large`` (so is one that grow
 while it is read). Small deliveries (up to ``SPOOL_ABOVE``) are read into memory and stored
 together, at most ``UNIT_BYTES`` per ledger unit. Larger ones are copied in chunks to a
 temporary file in the runtime's scratch folder (constant memory while the transport is read;
-the envelope ID is peeked from the file) and stored one per unit, so a batch holds at most
-one large envelope at a time — whole, only because the ledger takes an envelope as one
-``bytes`` object today (:func:`_envelope_bytes`, the one place that reads a spool back).
+the envelope ID is peeked from the file) and stored one per unit: the ledger hashes the file
+and stores it in encrypted chunks (``NewEnvelope(stream=...)``), so the stage stays constant in
+memory for any size.
 """
 
 from __future__ import annotations
@@ -207,13 +207,6 @@ def _envelope_id(delivery: Delivery, source: bytes | BinaryIO) -> str | None:
         return delivery.envelope_id
 
 
-def _envelope_bytes(spool: BinaryIO) -> bytes:
-    """The ledger takes an envelope as one ``bytes`` object (``NewEnvelope.data``): the one
-    place where the receive stage holds a large envelope whole. A ledger that took a stream
-    (hash and encrypt in chunks) would make the whole stage constant in memory."""
-    return spool.read()
-
-
 def _store(
     rt: Runtime,
     transport: Transport,
@@ -228,15 +221,15 @@ def _store(
     try:
         items = [
             NewEnvelope(
-                data=each.data if each.data is not None else _envelope_bytes(_spool_of(each)),
+                data=each.data,
                 envelope_id=each.envelope_id,
                 source=source or each.delivery.transport,
                 peer=each.delivery.peer,
+                stream=each.spool,  # read in chunks by the ledger (hash, then store)
+                size=each.size,
             )
             for each in taken
         ]
-        for each in taken:
-            each.close()  # the bytes are in ``items`` now; the spool file can go
         with rt.ledger.unit(actor=rt.actor, now=rt.now()) as unit:
             ids = unit.receive(items)
     finally:
@@ -246,8 +239,3 @@ def _store(
         transport.acknowledge(each.delivery)
         settled.add(each.delivery.delivery_id)
     counts.received += sum(1 for i in ids if i is not None)
-
-
-def _spool_of(taken: _Taken) -> BinaryIO:
-    assert taken.spool is not None
-    return taken.spool
