@@ -144,8 +144,9 @@ def kombu_source(url: str) -> EventSource | None:
             broker_url="filesystem://", conn_id=None, queue=queue,
             transport_options=(("data_folder_in", folder), ("data_folder_out", folder)),
         )
-    if parts.password:
-        # Never serialize a password into a trigger: such endpoints go through a Connection.
+    if parts.password or parts.username:
+        # Never serialize a password into a trigger (nor a user name alone: a bearer token
+        # can travel as one): such endpoints go through a Connection or are polled.
         return None
     netloc = parts.netloc
     return EventSource(broker_url=f"{kombu_scheme}://{netloc}{parts.path or '/'}",

@@ -34,9 +34,10 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
@@ -212,9 +213,9 @@ class KombuQueueTrigger(BaseEventTrigger):
             raise ValueError("KombuQueueTrigger needs exactly one of broker_url, conn_id")
         if not queues:
             raise ValueError("KombuQueueTrigger needs at least one queue")
-        if broker_url is not None and url_has_secret(broker_url):
-            raise CredentialsInTrigger(f"broker_url {redact_url(broker_url)}")
-        for option in transport_options or {}:
+        if broker_url is not None and _may_carry_secret(broker_url):
+            raise CredentialsInTrigger(f"broker_url {_without_userinfo(broker_url)}")
+        for option in _option_names(transport_options or {}):
             if any(word in option.lower() for word in _SECRET_OPTION):
                 raise CredentialsInTrigger(f"transport option {option!r}")
         self.queues = list(queues)
@@ -368,3 +369,29 @@ class DropFolderTrigger(BaseEventTrigger):
                     {"pending": total, "folders": counts}
                 )
             await asyncio.sleep(self.poll_interval)
+
+
+def _may_carry_secret(url: str) -> bool:
+    """A password or secret query value, or a user name alone (a bearer token passed as the
+    user, ``amqps://TOKEN@host``, is a secret too; ``guest`` without a password is not worth
+    the risk either: a Connection keeps it)."""
+    if url_has_secret(url):
+        return True
+    netloc = urlsplit(url).netloc
+    return "@" in netloc
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` redacted, and a lone user name (maybe a token) masked as well."""
+    parts = urlsplit(redact_url(url))
+    if "@" not in parts.netloc or parts.password is not None:
+        return parts.geturl()
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _option_names(options: Mapping[str, object]) -> Iterator[str]:
+    """Every key of ``options``, nested mappings included (``{"ssl": {"password": ...}}``)."""
+    for name, value in options.items():
+        yield str(name)
+        if isinstance(value, Mapping):
+            yield from _option_names(value)

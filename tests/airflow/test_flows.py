@@ -45,6 +45,7 @@ def test_demo_flows_watch_their_senders_drop_folders(demo: Path, tmp_path: Path)
         ("conn://kcbus_broker?inbox=bus-x&exchange=lra", ("queue", "lra.bus-x")),
         ("kombu+filesystem:///var/broker?inbox=bus-x", ("queue", "kcbus.bus-x")),
         ("amqp://kcbus:secret@rabbit/%2F?inbox=bus-x", None),  # a password: polled instead
+        ("amqps://TOKEN@rabbit/%2F?inbox=bus-x", None),  # a token as user name: polled too
         ("amqp://rabbit/%2F", None),  # no inbox: nothing to consume
         ("sftp://kcbus@sftp.partner.de/outbox", None),
         ("memory://twin?inbox=bus-x", None),

@@ -120,6 +120,9 @@ def test_serialized_kwargs_name_a_connection_not_its_credentials() -> None:
          "amqps://broker.internal//?password=***"),
         ({"broker_url": "memory://", "transport_options": {"sasl_password": "s3cr3t"}},
          "'sasl_password'"),
+        ({"broker_url": "memory://", "transport_options": {"ssl": {"keyfile_password": "s3cr3t"}}},
+         "'keyfile_password'"),
+        ({"broker_url": "amqps://s3cr3t@broker.internal//"}, "amqps://***@broker.internal//"),
     ],
 )
 def test_a_credential_given_to_the_trigger_is_refused_before_it_can_be_serialized(
