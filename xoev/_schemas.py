@@ -224,6 +224,8 @@ _CACHE: dict[tuple[object, ...], _Compiled] = {}
 _DIAG_CACHE: dict[tuple[object, ...], xmlschema.XMLSchemaBase] = {}
 _WALKERS: dict[tuple[object, ...], TypeWalker] = {}
 _CODE_PATHS: dict[tuple[object, ...], _CodePaths] = {}
+# Paths under lax/skip wildcards are as many as senders invent: bound what one schema learns.
+_MAX_LEARNED_PATHS = 20_000
 
 
 class _Unknown:
@@ -815,6 +817,8 @@ def _learn(root: etree._Element, values: list[_CodeValue], paths: _CodePaths) ->
     in the document: the path alone decides the type)."""
     walked = {element: (uri, version) for element, uri, version, _ in values}
     for element, _, path in _code_like(root):
+        if path not in paths.slots and len(paths.slots) >= _MAX_LEARNED_PATHS:
+            continue  # unlearned paths take the type walk: slower, never wrong
         found = walked.get(element)
         if found is None:
             paths.slots[path] = None

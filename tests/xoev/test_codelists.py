@@ -135,3 +135,23 @@ def test_learned_paths_give_the_type_walks_reports(xbau_codelists: CodeLists,
     # The message sent nachrichtentyp's list itself first: the schema's value was learned
     # only when a document omitted it, and is used from then on.
     assert walked[1] == walked[5] and walked[1][2] == 5
+
+
+def test_what_the_registry_learns_is_bounded(xbau_codelists: CodeLists,
+                                             xbau_registry: SchemaRegistry,
+                                             xbau_message: bytes,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Senders can invent paths (wildcards): past the bound, new paths take the type walk and
+    the reports stay the same."""
+    from xoev import _schemas
+
+    _schemas._CODE_PATHS.clear()
+    walked = xbau_codelists.check(parse_xml(xbau_message), registry=xbau_registry)
+    _schemas._CODE_PATHS.clear()
+    monkeypatch.setattr(_schemas, "_MAX_LEARNED_PATHS", 2)
+    for _ in range(2):
+        found = xbau_codelists.check(parse_xml(xbau_message), registry=xbau_registry)
+        assert (found.issues, found.not_checked, found.checked) == (
+            walked.issues, walked.not_checked, walked.checked)
+    assert all(len(paths.slots) <= 2 for paths in _schemas._CODE_PATHS.values())
+    _schemas._CODE_PATHS.clear()
