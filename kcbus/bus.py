@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from adapters.envelope import Keystore, PassphraseSource
 from adapters.transport import Transport, connect
@@ -123,10 +124,14 @@ class Bus:
         ).received
 
     def inbox(self, url: str) -> Transport:
-        """The bus's connection to one of its inbound URLs (opened once, reused)."""
+        """The bus's connection to one of its inbound URLs (opened once, reused), limited to
+        ``bus.max_inbound_bytes`` per envelope unless the URL sets its own ``?max_bytes=``."""
         transport = self._inboxes.get(url)
         if transport is None:
-            transport = connect(url)
+            if "max_bytes" in dict(parse_qsl(urlsplit(url).query)):
+                transport = connect(url)
+            else:
+                transport = connect(url, max_bytes=self.config.bus.max_inbound_bytes)
             self._inboxes[url] = transport
         return transport
 

@@ -11,6 +11,9 @@ relative to the file that names them. The format, with defaults::
       keystore: ../var/keystore
       ledger: sqlite:///var/ledger.db    # optional; else --ledger / KCBUS_LEDGER / default
       inbound: [memory://kcbus-inbox]    # shared inbox URLs (optional)
+      max_inbound_bytes: 2147483648      # largest envelope read from any inbound URL (bytes;
+                                         # default 2 GiB); a URL's ?max_bytes= wins. Larger
+                                         # ones are parked (reason envelope-too-large)
     partners:
       gemeinde-a:
         name: Gemeinde A
@@ -48,6 +51,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
+from adapters.transport import DEFAULT_MAX_BYTES
 from kcbus._errors import ConfigError
 from kcbus.config._model import (
     READER,
@@ -68,7 +72,19 @@ __all__ = ["load"]
 
 _ID = r"[a-z0-9][a-z0-9._-]{0,63}"
 _TOP = frozenset({"bus", "partners", "routes"})
-_BUS = frozenset({"id", "name", "address", "keystore", "ledger", "inbound", "product", "vendor"})
+_BUS = frozenset(
+    {
+        "id",
+        "name",
+        "address",
+        "keystore",
+        "ledger",
+        "inbound",
+        "max_inbound_bytes",
+        "product",
+        "vendor",
+    }
+)
 _ADDRESS = frozenset({"verzeichnisdienst", "kennung"})
 _PARTNER = frozenset(
     {
@@ -178,6 +194,11 @@ def _bus(node: Node) -> BusSettings:
         keystore=f["keystore"].path(),
         ledger=_optional_url(f.get("ledger")),
         inbound=f["inbound"].texts() if "inbound" in f else (),
+        max_inbound_bytes=(
+            f["max_inbound_bytes"].integer(minimum=1)
+            if "max_inbound_bytes" in f
+            else DEFAULT_MAX_BYTES
+        ),
         product=f["product"].text() if "product" in f else "kcbus",
         vendor=f["vendor"].text() if "vendor" in f else "Kompetenzcenter Kommunal Digital",
     )

@@ -21,6 +21,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
+from adapters.transport import DEFAULT_MAX_BYTES
 from kcbus.config._redact import redact_urls
 
 __all__ = [
@@ -190,6 +191,9 @@ class BusSettings:
     ledger: str | None = None
     #: Transport URLs where partners drop envelopes for the bus (shared inbox).
     inbound: tuple[str, ...] = ()
+    #: Largest envelope the bus reads from any inbound URL (bytes); a URL's own
+    #: ``?max_bytes=`` wins. Larger deliveries are parked with ``envelope-too-large``.
+    max_inbound_bytes: int = DEFAULT_MAX_BYTES
     product: str = "kcbus"
     vendor: str = "Kompetenzcenter Kommunal Digital"
 

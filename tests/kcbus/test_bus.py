@@ -5,6 +5,8 @@ Rückweisung back to its sender; the ledger history shows each step."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from adapters.envelope import WrongRecipient, open_envelope
@@ -138,3 +140,23 @@ def test_replayed_envelope_id_with_other_bytes_is_refused(world: World) -> None:
     world.bus.drain()
     reasons = _reasons(world, "gemeinde-a")
     assert list(reasons.values()) == ["envelope-replayed"]
+
+
+def test_inboxes_take_the_bus_inbound_limit_unless_the_url_sets_its_own(
+    world: World, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    world.bus.config = replace(
+        world.config, bus=replace(world.config.bus, max_inbound_bytes=65_536)
+    )
+    plain = world.bus.inbox(f"file://{tmp_path / 'a'}")
+    own = world.bus.inbox(f"file://{tmp_path / 'b'}?max_bytes=100000")
+    for folder in ("a", "b"):
+        (tmp_path / folder / "gross.env").write_bytes(b"\0" * 80_000)
+    assert world.bus.receive_batch(plain, 10) == 0  # above the bus's limit: parked unread
+    assert (tmp_path / "a" / ".failed" / "gross.env.reason").read_text() == (
+        "envelope-too-large\n"
+    )
+    world.bus.receive_batch(own, 10)  # its URL allows it: read (and stored as received)
+    assert not (tmp_path / "b" / ".failed" / "gross.env.reason").exists()

@@ -147,3 +147,22 @@ def test_backoff_grows_caps_and_jitters() -> None:
     spread = {round(policy.delay(1, rng).total_seconds(), 3) for _ in range(20)}
     assert len(spread) > 10  # jitter: workers failing together do not retry together
     assert not policy.exhausted(4) and policy.exhausted(5)
+
+
+def test_max_inbound_bytes_defaults_to_the_transport_limit_and_is_validated(
+    tmp_path: Path,
+) -> None:
+    from adapters.transport import DEFAULT_MAX_BYTES
+
+    assert load(write(tmp_path, VALID)).bus.max_inbound_bytes == DEFAULT_MAX_BYTES
+    limited = VALID.replace("  inbound: memory://kcbus-inbox\n",
+                            "  inbound: memory://kcbus-inbox\n  max_inbound_bytes: 500_000_000\n")
+    assert load(write(tmp_path, limited)).bus.max_inbound_bytes == 500_000_000
+    for bad, words in (("0", "at least 1"), ("2GiB", "whole number")):
+        path = write(tmp_path, VALID.replace(
+            "  inbound: memory://kcbus-inbox\n",
+            f"  inbound: memory://kcbus-inbox\n  max_inbound_bytes: {bad}\n"))
+        with pytest.raises(ConfigError) as caught:
+            load(path)
+        assert (caught.value.line, caught.value.field) == (7, "bus.max_inbound_bytes")
+        assert words in str(caught.value)
