@@ -24,6 +24,14 @@ envelope can still arrive up to ``max_age + max_skew`` after it was sealed
 has passed too. The public half of a key must outlive its revocation: exported key sets carry
 the revocation to partners until the key would have expired anyway, so a revoked key's public
 JWK goes only after ``exp + grace`` (never, if it has no ``exp``).
+
+Stored envelopes need keys longer than envelopes in transit: the bus opens an inbound envelope
+from its ledger again when it re-seals attachments for a resend, and a RECEIVED message may wait
+through downtime. So the keys that re-opening needs — our own private *decryption* keys and
+partners' public *signing* keys — stay ``keep_private`` (default :data:`DEFAULT_KEEP_PRIVATE`,
+400 days: a 365-day ledger retention plus a month) after they expired, unless they were revoked
+(a revoked key opens nothing, stored or not). Our signing keys and partners' encryption keys go
+after the short grace: nothing ever signs or seals with an old key.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from adapters.envelope._jose import JSON
 from adapters.envelope._replay import DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW
 
 __all__ = [
+    "DEFAULT_KEEP_PRIVATE",
     "DEFAULT_OVERLAP",
     "DEFAULT_PRUNE_GRACE",
     "DEFAULT_VALIDITY",
@@ -61,6 +70,9 @@ DEFAULT_VALIDITY: Final = timedelta(days=730)
 DEFAULT_OVERLAP: Final = timedelta(days=14)
 #: How long a retired key is kept: the oldest envelope ``open_envelope`` accepts by default.
 DEFAULT_PRUNE_GRACE: Final = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW
+#: How long the keys that re-open a *stored* envelope outlive their expiry: a 365-day ledger
+#: retention (the example configuration's) plus a month for messages waiting through downtime.
+DEFAULT_KEEP_PRIVATE: Final = timedelta(days=400)
 
 
 def to_ts(when: datetime) -> int:
@@ -149,14 +161,26 @@ class KeyInfo:
         )
 
 
-def prunable(info: KeyInfo, now: datetime, grace: timedelta) -> tuple[bool, bool]:
+def prunable(
+    info: KeyInfo,
+    now: datetime,
+    grace: timedelta,
+    keep_private: timedelta | None = DEFAULT_KEEP_PRIVATE,
+) -> tuple[bool, bool]:
     """Whether the key's (private half, public JWK) can no longer be needed at ``now``.
+    ``keep_private`` ``None``: keys that re-open stored envelopes are kept forever.
 
     The caller still protects an identity's current keys; this only reads the dates (see the
     module docstring)."""
     retired = [when for when in (info.revoked_at, info.expires) if when is not None]
-    private = info.private and bool(retired) and min(retired) + grace <= now
-    public = info.expires is not None and info.expires + grace <= now
-    # exp + grace <= now implies min(retired) + grace <= now: a JWK never outlives less
-    # than its private half, so no private file is ever left without its public key.
+    # Re-opening a stored envelope needs our decryption key and the sender's verification key;
+    # a revoked one refuses the envelope anyway.
+    reopens = info.revoked_at is None and (info.use == "enc") == info.private
+    if reopens and keep_private is None:
+        return False, False
+    hold = max(grace, keep_private or grace) if reopens else grace
+    private = info.private and bool(retired) and min(retired) + hold <= now
+    public = info.expires is not None and info.expires + hold <= now
+    # exp + hold <= now implies min(retired) + hold <= now: a JWK never outlives less than its
+    # private half, so no private file is ever left without its public key.
     return private, public

@@ -84,6 +84,7 @@ from adapters.envelope._jose import (
     b64e,
 )
 from adapters.envelope._keys import (
+    DEFAULT_KEEP_PRIVATE,
     DEFAULT_OVERLAP,
     DEFAULT_PRUNE_GRACE,
     DEFAULT_VALIDITY,
@@ -923,11 +924,14 @@ class Keystore:
         now: datetime,
         partner: str | None = None,
         grace: timedelta = DEFAULT_PRUNE_GRACE,
+        keep_private: timedelta | None = DEFAULT_KEEP_PRIVATE,
         dry_run: bool = False,
     ) -> list[PrunedKey]:
         """Remove keys that can no longer be needed: retired (revoked or expired) longer than
         ``grace`` ago — by default the oldest envelope ``open_envelope`` accepts — so nothing
         a partner may still legitimately send becomes unopenable (rules: ``_keys.prunable``).
+        Keys that re-open envelopes stored in a ledger (our decryption keys, partners'
+        signing keys) stay until ``keep_private`` after they expired (``None``: forever).
 
         The current key of each use of every partner is kept whatever its dates (the one
         seal/open would pick now, else the newest unrevoked: an identity never loses its
@@ -947,7 +951,7 @@ class Keystore:
                 for entry in entries:
                     if entry.info.kid in protected:
                         continue
-                    private, public = prunable(entry.info, now, grace)
+                    private, public = prunable(entry.info, now, grace, keep_private)
                     if private or public:
                         mine.append(PrunedKey(entry.info, private, public))
                 plan.extend(mine)

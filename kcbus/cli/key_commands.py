@@ -6,7 +6,8 @@
     kcbus keys rotate  [--partner ID] [--overlap-days 14] [--not-before ISO-TIME]
     kcbus keys revoke  --partner ID --kid KID [--reason TEXT]
     kcbus keys list    [--partner ID] [--json]
-    kcbus keys prune   [--partner ID] [--dry-run] [--max-age-hours H] [--json]
+    kcbus keys prune   [--partner ID] [--dry-run] [--max-age-hours H]
+                       [--keep-private-days D | --config FILE] [--json]
     kcbus keys passphrase                               re-encrypt private keys, new passphrase
     kcbus seal --from ID --to ID MESSAGE [--attach FILE]... [--via BUS] -o ENVELOPE
     kcbus open ENVELOPE -o DIR [--label] [--max-age-hours H] [--json]
@@ -51,6 +52,7 @@ from adapters.envelope import (
     open_label,
     seal,
 )
+from adapters.envelope._keys import DEFAULT_KEEP_PRIVATE
 
 __all__ = ["register"]
 
@@ -58,6 +60,9 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 KEYSTORE_ENV = "KCBUS_KEYSTORE"
 NEW_PASSPHRASE_ENV = "KCBUS_KEYSTORE_NEW_PASSPHRASE"
+_KEEP_DAYS = round(DEFAULT_KEEP_PRIVATE.total_seconds() / 86400)
+#: Beyond the ledger retention: how long a message may wait unsettled (downtime, retries).
+_UNSETTLED_MARGIN = timedelta(days=35)
 _PASSPHRASE_HELP = (
     f"Passphrase of the private keys: ${PASSPHRASE_ENV}, else the file named by "
     f"${PASSPHRASE_FILE_ENV} (mode 0600/0400), else a prompt."
@@ -123,16 +128,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     prune = actions.add_parser(
         "prune", parents=[common], help="remove retired keys no envelope can still need",
-        description="Remove our private keys and partners' public keys that were revoked or "
-        "expired longer ago than the oldest envelope `kcbus open` accepts (--max-age-hours) "
-        "plus the clock skew. The current keys of every partner are always kept; a revoked "
-        "key's public half stays until it would have expired, so exports still carry the "
-        "revocation.")
+        description="Remove keys that were revoked or expired longer ago than the oldest "
+        "envelope `kcbus open` accepts (--max-age-hours) plus the clock skew. Two kinds stay "
+        "longer, because the bus opens envelopes stored in its ledger again (to re-seal "
+        "attachments for a resend): our private decryption keys and partners' public signing "
+        "keys are kept --keep-private-days after they expired (default "
+        f"{_KEEP_DAYS}: a 365-day ledger retention plus a month), or, with --config, the "
+        "longest route retention plus a month (forever if a route keeps messages forever). "
+        "Revoked keys open nothing, so they go after the short grace. The current keys of "
+        "every partner are always kept; a revoked key's public half stays until it would have "
+        "expired, so exports still carry the revocation.")
     prune.add_argument("--partner", help="default: every partner of the keystore")
     prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     prune.add_argument("--max-age-hours", type=float,
                        default=DEFAULT_MAX_AGE.total_seconds() / 3600,
                        help="oldest envelope still to be opened (default: as kcbus open)")
+    keep = prune.add_mutually_exclusive_group()
+    keep.add_argument("--keep-private-days", type=float, default=_KEEP_DAYS, metavar="D",
+                      help="how long keys that re-open stored envelopes outlive their expiry "
+                      f"(default {_KEEP_DAYS}); at least the ledger retention")
+    keep.add_argument("--config", type=Path, metavar="FILE",
+                      help="bus configuration: keep them for its longest route retention "
+                      "plus a month")
     prune.add_argument("--json", action="store_true")
     prune.set_defaults(handler=_one_line(_keys_prune))
 
@@ -294,9 +311,13 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_prune(args: argparse.Namespace) -> int:
+    keep: timedelta | None = timedelta(days=args.keep_private_days)
+    if args.config is not None:
+        keep = _ledger_keep(args.config)
     store, now = _open_keystore(args), _now()
     grace = timedelta(hours=args.max_age_hours) + DEFAULT_MAX_SKEW
-    pruned = store.prune(now=now, partner=args.partner, grace=grace, dry_run=args.dry_run)
+    pruned = store.prune(now=now, partner=args.partner, grace=grace, keep_private=keep,
+                         dry_run=args.dry_run)
     if args.json:
         print(json.dumps({"dry_run": args.dry_run,
                           "removed": [_pruned_json(k, now) for k in pruned]}, indent=2))
@@ -309,6 +330,18 @@ def _keys_prune(args: argparse.Namespace) -> int:
     if not pruned:
         print(f"nothing to prune in {store.path}")
     return EXIT_OK
+
+
+def _ledger_keep(path: Path) -> timedelta | None:
+    """How long a stored envelope may still be opened, by the bus configuration: the longest
+    route retention (counted from a message's last change) plus a month for messages that
+    wait unsettled; a route that keeps messages forever keeps their keys forever."""
+    from kcbus.config import load
+
+    periods = [route.retention for route in load(path).routes.values()]
+    if None in periods:
+        return None
+    return max((p for p in periods if p is not None), default=timedelta(0)) + _UNSETTLED_MARGIN
 
 
 def _retired(info: KeyInfo) -> datetime | None:

@@ -342,16 +342,26 @@ def test_passphrase_prune_and_a_missing_keystore(tmp_path: Path) -> None:
     assert without_new.returncode == 2 and "KCBUS_KEYSTORE_NEW_PASSPHRASE" in without_new.stderr
 
     # the old keys expired an hour ago, but an envelope sealed just before may still come
-    # (default: 7 days); with no envelope age allowed, only the clock skew (5 min) is left
+    # (default: 7 days); with no envelope age allowed, only the clock skew (5 min) is left —
+    # for the signing key: the decryption key stays for envelopes stored in the ledger
     assert "nothing to prune" in ok(kcbus("keys", "prune", keystore=store))
     planned = json.loads(
         ok(kcbus("keys", "prune", "--dry-run", "--max-age-hours", "0", "--json", keystore=store))
     )
-    assert planned["dry_run"] and len(planned["removed"]) == 2
+    assert planned["dry_run"] and [k["use"] for k in planned["removed"]] == ["sig"]
     assert all(k["private_removed"] and k["public_removed"] for k in planned["removed"])
     assert len(json.loads(ok(kcbus("keys", "list", "--json", keystore=store)))) == 4
     pruned = ok(
-        kcbus("keys", "prune", "--max-age-hours", "0", keystore=store, passphrase="n3w s3cret")
+        kcbus(
+            "keys",
+            "prune",
+            "--max-age-hours",
+            "0",
+            "--keep-private-days",
+            "0",
+            keystore=store,
+            passphrase="n3w s3cret",
+        )
     )
     assert pruned.count("removed private+public key") == 2
     assert len(json.loads(ok(kcbus("keys", "list", "--json", keystore=store)))) == 2
@@ -398,3 +408,58 @@ def test_the_new_passphrase_prompt_asks_twice(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(KeystoreError, match="differ"):
         key_commands._new_passphrase()
     assert key_commands._new_passphrase() == "same"
+
+
+BUS_CONFIG = """\
+bus:
+  id: amt
+  name: Amt
+  address: {verzeichnisdienst: DVDV, kennung: "amt"}
+  keystore: keys
+  inbound: memory://amt-inbox
+partners:
+  gemeinde-a:
+    name: Gemeinde A
+    address: {verzeichnisdienst: DVDV, kennung: "gemeinde-a"}
+    deliver_to: memory://gemeinde-a
+    may_send: [baugenehmigung.*]
+routes:
+  bauantrag:
+    match: {message_types: [baugenehmigung.*], standards: [XBau]}
+    to: [leser]
+    schemas: [schemas]
+    retention: 30d
+  anzeige:
+    match: {message_types: [baugenehmigung.anzeige.*], standards: [XBau]}
+    to: [leser]
+    schemas: [schemas]
+    retention: RETENTION
+"""
+
+
+def test_prune_keeps_decryption_keys_for_the_ledger(tmp_path: Path) -> None:
+    """Our old decryption key re-opens envelopes stored in the ledger (a resend re-seals their
+    attachments): it outlives the short grace by --keep-private-days, or by the longest route
+    retention of the bus configuration plus a month (forever if a route keeps forever)."""
+    store = tmp_path / "amt"
+    ok(kcbus("keys", "new", "--partner", "amt", "--profile", "modern", keystore=store))
+    # the old keys expired 100 days ago
+    long_ago = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+    ok(kcbus("keys", "rotate", "--overlap-days", "0", "--not-before", long_ago, keystore=store))
+    (tmp_path / "schemas").mkdir()
+
+    def planned(*options: str | Path) -> list[str]:
+        out = ok(kcbus("keys", "prune", "--dry-run", "--json", *options, keystore=store))
+        return sorted(k["use"] for k in json.loads(out)["removed"])
+
+    assert planned() == ["sig"]  # default: kept 400 days
+    assert planned("--keep-private-days", "99") == ["enc", "sig"]
+    config = tmp_path / "kcbus.yaml"
+    config.write_text(BUS_CONFIG.replace("RETENTION", "60d"))
+    assert planned("--config", config) == ["enc", "sig"]  # 60 + 35 days < 100
+    config.write_text(BUS_CONFIG.replace("RETENTION", "90d"))
+    assert planned("--config", config) == ["sig"]
+    config.write_text(BUS_CONFIG.replace("RETENTION", "null"))
+    assert planned("--config", config) == ["sig"]
+    both = kcbus("keys", "prune", "--config", config, "--keep-private-days", "1", keystore=store)
+    assert both.returncode == 2 and "not allowed with" in both.stderr

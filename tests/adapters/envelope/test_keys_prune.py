@@ -11,7 +11,9 @@ import pytest
 
 from adapters.envelope import (
     DEFAULT_MAX_AGE,
+    DEFAULT_OVERLAP,
     DEFAULT_PRUNE_GRACE,
+    Attachment,
     Expired,
     Keystore,
     NoSuchPartner,
@@ -19,12 +21,15 @@ from adapters.envelope import (
     open_envelope,
     seal,
 )
+from adapters.envelope._keys import DEFAULT_KEEP_PRIVATE
 
 from .conftest import NOW, PASSPHRASE, World
 
 MESSAGE = b"<nachricht>Antrag</nachricht>"
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
+#: Only the in-transit grace: what an envelope on its way needs, nothing for stored ones.
+NO_KEEP = timedelta(0)
 
 
 def _kids(store: Keystore, partner: str) -> set[str]:
@@ -49,7 +54,7 @@ def test_an_envelope_sealed_just_before_retirement_opens_until_the_prune(
 
     # The oldest moment the envelope still opens: prune first, then open.
     latest = NOW - SECOND + DEFAULT_MAX_AGE
-    assert gp.prune(now=latest) == []
+    assert gp.prune(now=latest, keep_private=NO_KEEP) == []
     assert open_envelope(last.data(), keystore=gp, now=latest, replay_guard=None)
 
     # Once retired keys are past the grace, they go: the envelope was too old by then anyway
@@ -57,7 +62,7 @@ def test_an_envelope_sealed_just_before_retirement_opens_until_the_prune(
     after = NOW + DEFAULT_PRUNE_GRACE
     with pytest.raises(Expired):
         open_envelope(last.data(), keystore=gp, now=after, replay_guard=None)
-    removed = gp.prune(now=after)
+    removed = gp.prune(now=after, keep_private=NO_KEEP)
     assert {k.info.kid for k in removed} == old
     assert all(k.public and not k.private for k in removed)
     assert _kids(gp, "hospital").isdisjoint(old)
@@ -76,8 +81,9 @@ def test_our_retired_private_keys_go_with_their_public_halves(own_world: World) 
 
     assert len(files()) == 4
 
-    assert gp.prune(now=NOW + 2 * DAY + DEFAULT_PRUNE_GRACE - timedelta(seconds=1)) == []
-    removed = gp.prune(now=NOW + 2 * DAY + DEFAULT_PRUNE_GRACE)
+    end = NOW + 2 * DAY + DEFAULT_PRUNE_GRACE
+    assert gp.prune(now=end - SECOND, keep_private=NO_KEEP) == []
+    removed = gp.prune(now=end, keep_private=NO_KEEP)
     assert {k.info.kid for k in removed} == old
     assert all(k.private and k.public for k in removed)
     assert files() == _kids(gp, "gp") and files().isdisjoint(old)
@@ -124,7 +130,7 @@ def test_a_pruned_key_never_comes_back(own_world: World) -> None:
     # hospital's key set as exported before the rotation: the old keys valid for two years
     old_set = own_world.keystore("hospital").export_public("hospital")
     _, gp, old = _rotate_hospital(own_world, overlap=DAY)
-    gp.prune(now=NOW + DAY + DEFAULT_PRUNE_GRACE)
+    gp.prune(now=NOW + DAY + DEFAULT_PRUNE_GRACE, keep_private=NO_KEEP)
     assert _kids(gp, "hospital").isdisjoint(old)
 
     gp.import_public("hospital", old_set, now=NOW + 30 * DAY)
@@ -137,8 +143,51 @@ def test_dry_run_changes_nothing(own_world: World) -> None:
     _, gp, old = _rotate_hospital(own_world, overlap=DAY)
     root = own_world.root / "gp"
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    planned = gp.prune(now=NOW + DAY + DEFAULT_PRUNE_GRACE, dry_run=True)
+    planned = gp.prune(now=NOW + DAY + DEFAULT_PRUNE_GRACE, keep_private=NO_KEEP, dry_run=True)
     assert {k.info.kid for k in planned} == old
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     with pytest.raises(NoSuchPartner):
         gp.prune(now=NOW, partner="nobody")
+
+
+def test_a_stored_envelope_reopens_after_both_sides_rotated_and_pruned(
+    own_world: World, tmp_path: Path
+) -> None:
+    """The resend case: the bus (gp here) opens a weeks-old inbound envelope from its ledger
+    again to re-seal its attachments. Both sides rotated since; pruning in between must keep
+    our old decryption key and the sender's old signing key, nothing else."""
+    hospital, gp = own_world.keystore("hospital"), own_world.keystore("gp")
+    scan = tmp_path / "plan.pdf"
+    scan.write_bytes(b"%PDF-1.7 Lageplan")
+    created = NOW - SECOND
+    stored = seal(
+        MESSAGE,
+        sender="hospital",
+        recipient="gp",
+        keystore=hospital,
+        now=created,
+        attachments=[Attachment(scan)],
+    ).data()
+    old_gp, old_hospital = _kids(gp, "gp"), _kids(hospital, "hospital")
+    gp.rotate("gp", now=NOW)
+    hospital.rotate("hospital", now=NOW)
+    gp.import_public("hospital", hospital.export_public("hospital"), now=NOW)
+
+    three_weeks = NOW + DEFAULT_OVERLAP + DEFAULT_PRUNE_GRACE + DAY
+    removed = {k.info.kid: k for k in gp.prune(now=three_weeks)}
+    # What nothing needs any more goes after the short grace: our old signing key (both
+    # halves) and the sender's old encryption key; the two that re-open stay.
+    gone_gp = {removed[kid].info.use for kid in old_gp if kid in removed}
+    gone_hospital = {removed[kid].info.use for kid in old_hospital if kid in removed}
+    assert gone_gp == {"sig"} and gone_hospital == {"enc"}
+    reopened = open_envelope(
+        stored, keystore=gp, now=created, replay_guard=None, attachments_dir=tmp_path / "out"
+    )
+    assert reopened.message == MESSAGE
+    assert [a.path.read_bytes() for a in reopened.attachments] == [scan.read_bytes()]
+
+    # After the keep period they go too; a revoked key would have gone at once.
+    later = NOW + DEFAULT_OVERLAP + DEFAULT_KEEP_PRIVATE
+    assert gp.prune(now=later - SECOND) == []
+    last = {k.info.kid for k in gp.prune(now=later)}
+    assert last == (old_gp | old_hospital) - set(removed)
