@@ -136,7 +136,9 @@ def read_passphrase_file(path: Path) -> str:
     """The passphrase in ``path`` (one trailing newline dropped). The file must be a regular
     file readable by its owner only: a secret that every local user can read protects nothing."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait for a
+        # writer forever, before the check below could refuse it.
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise KeystoreError(
             f"cannot read passphrase file {path} ({PASSPHRASE_FILE_ENV}): {exc.strerror}"
@@ -155,6 +157,7 @@ def read_passphrase_file(path: Path) -> str:
     if problem is not None:
         os.close(fd)
         raise KeystoreError(f"passphrase file {path} {problem}")
+    os.set_blocking(fd, True)  # a regular file: back to plain reads
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(_MAX_PASSPHRASE_FILE + 1)
     if len(data) > _MAX_PASSPHRASE_FILE:

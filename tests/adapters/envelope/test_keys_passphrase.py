@@ -277,6 +277,27 @@ def test_passphrase_file_errors(world: World, tmp_path: Path, no_env: pytest.Mon
     Keystore(store, PASSPHRASE).unlock()
 
 
+def test_a_fifo_is_refused_without_waiting_for_a_writer(world: World, tmp_path: Path) -> None:
+    """A FIFO as the passphrase file must not hang the worker (opening one for reading waits
+    for a writer). A child process, so a regression fails on the timeout instead of hanging."""
+    fifo = tmp_path / "passphrase"
+    os.mkfifo(fifo, 0o600)
+    env = {k: v for k, v in os.environ.items() if k != "KCBUS_KEYSTORE_PASSPHRASE"}
+    env["KCBUS_KEYSTORE_PASSPHRASE_FILE"] = str(fifo)
+    code = f"from adapters.envelope import Keystore; Keystore({str(world.root / 'gp')!r}).unlock()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and "is not a regular file" in done.stderr
+
+
 def test_no_source_names_both_variables(world: World, no_env: pytest.MonkeyPatch) -> None:
     no_env.setattr(sys, "stdin", None)
     with pytest.raises(KeystoreError, match="KCBUS_KEYSTORE_PASSPHRASE_FILE"):
