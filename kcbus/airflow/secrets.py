@@ -11,10 +11,10 @@ callable that looks the passphrase up in this order, first match wins:
 
 Airflow resolves 3 and 4 through its configured secrets backend (HashiCorp Vault, AWS Secrets
 Manager, …), then ``AIRFLOW_CONN_KCBUS_KEYSTORE`` / ``AIRFLOW_VAR_KCBUS_KEYSTORE_PASSPHRASE``,
-then its metadata database; a Connection password is masked in task logs, and so is the value
-found here. The lookup runs only when the keystore first needs a private key (opening or
-sealing), never when a DAG file is parsed, and once per process (the keystore keeps the
-derived key).
+then its metadata database. Whatever source the passphrase comes from, it is masked in task
+logs (Airflow's ``mask_secret``: the task process and its supervisor). The lookup runs only
+when the keystore first needs a private key (opening or sealing), never when a DAG file is
+parsed, and once per process (the keystore keeps the derived key).
 
 Errors: no source set → :class:`~adapters.envelope.KeystoreError` naming all four; the
 Connection exists without a password → the same (an operator must fix it either way).
@@ -44,15 +44,17 @@ def keystore_passphrase(
     """A lazy passphrase source for :class:`~adapters.envelope.Keystore` / ``Bus.open``."""
 
     def lookup() -> str:
-        value = passphrase_from_environment(prompt=False)
-        if value:
-            return value
-        found = _from_airflow(conn_id, variable)
+        found = passphrase_from_environment(prompt=False) or _from_airflow(conn_id, variable)
         if found is None:
             raise KeystoreError(
                 f"no keystore passphrase: set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV}, the "
                 f"password of Airflow Connection {conn_id!r} or Airflow Variable {variable!r}"
             )
+        # Every source, not only Airflow's own: an environment variable or a secrets file is
+        # as secret as a Connection password, and a task may log what it holds.
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(found)
         return found
 
     return lookup
@@ -61,7 +63,6 @@ def keystore_passphrase(
 def _from_airflow(conn_id: str, variable: str) -> str | None:
     from airflow.sdk import Connection, Variable
     from airflow.sdk.exceptions import AirflowNotFoundException
-    from airflow.sdk.log import mask_secret
 
     try:
         connection = Connection.get(conn_id)
@@ -71,12 +72,10 @@ def _from_airflow(conn_id: str, variable: str) -> str | None:
         password = connection.password
         if not isinstance(password, str) or not password:
             raise KeystoreError(f"Airflow Connection {conn_id!r} has no password")
-        mask_secret(password)
         return password
     value = Variable.get(variable, default=None)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
         raise KeystoreError(f"Airflow Variable {variable!r} is empty")
-    mask_secret(value)
     return value

@@ -122,3 +122,36 @@ def test_the_task_bus_gets_the_lazy_source(clean: pytest.MonkeyPatch, tmp_path: 
     assert callable(source) and not isinstance(source, str)
     clean.setenv("KCBUS_KEYSTORE_PASSPHRASE", "from env")
     assert source() == "from env"
+
+
+def test_every_source_is_masked_in_task_logs(clean: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import airflow.sdk.log
+
+    told: list[object] = []
+    real = airflow.sdk.log.mask_secret
+
+    def recorded(secret: str, name: str | None = None) -> None:
+        told.append(secret)
+        real(secret, name)
+
+    clean.setattr(airflow.sdk.log, "mask_secret", recorded)
+    lookup = keystore_passphrase()
+    sources = {
+        "variable": "passphrase from the variable 7f3a",
+        "connection": "passphrase from the connection 7f3a",
+        "file": "passphrase from the file 7f3a",
+        "env": "passphrase from the environment 7f3a",
+    }
+    clean.setenv("AIRFLOW_VAR_KCBUS_KEYSTORE_PASSPHRASE", sources["variable"])
+    assert lookup() == sources["variable"]
+    _connection(clean, sources["connection"])
+    assert lookup() == sources["connection"]
+    file = tmp_path / "passphrase"
+    file.write_text(sources["file"] + "\n")
+    os.chmod(file, 0o600)
+    clean.setenv("KCBUS_KEYSTORE_PASSPHRASE_FILE", str(file))
+    assert lookup() == sources["file"]
+    clean.delenv("KCBUS_KEYSTORE_PASSPHRASE_FILE")
+    clean.setenv("KCBUS_KEYSTORE_PASSPHRASE", sources["env"])
+    assert lookup() == sources["env"]
+    assert set(told) == set(sources.values())
