@@ -98,7 +98,7 @@ def test_two_workers_drain_5000_messages_on_postgres(
 
     engine = create_engine(url)
     with engine.connect() as conn:
-        statuses = dict(conn.execute(text(
+        statuses: dict[str, int] = dict(conn.execute(text(
             "SELECT status, count(*) FROM messages GROUP BY status")).all())
         assert statuses == {"DELIVERED": N}
         # each message opened once and delivered once, by one worker each time
