@@ -116,9 +116,14 @@ def _groups(size: int, chunk: int) -> list[_Group]:
 
 
 def _ring_depth(group_bytes: int) -> int:
-    """Groups in flight: three keep every stage busy; two if groups are huge (a signed chunk
-    size of up to 64 MiB), so memory stays ~4 groups."""
-    return 3 if group_bytes <= 16 << 20 else 2
+    """Groups in flight per ring: three keep every stage busy; fewer for the huge groups a
+    signed chunk size of up to 64 MiB makes, so the two rings stay within ~128 MiB (a partner
+    picks the chunk size: it must not pick our memory use)."""
+    return max(1, min(3, _RING_BUDGET // max(group_bytes, 1)))
+
+
+#: Bytes of one ring (plaintext or sealed) when groups are large.
+_RING_BUDGET: Final = 48 << 20
 
 
 def _fill(source: BinaryIO, view: memoryview) -> int:

@@ -19,6 +19,7 @@ from adapters.envelope import (
     RoutingLabel,
     Tampered,
     Truncated,
+    _stream,
     open_envelope,
     open_label,
     seal,
@@ -176,11 +177,19 @@ def test_an_attachment_that_changes_size_fails_the_save_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.tif"]
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3], ids=lambda d: f"ring{d}")
 @pytest.mark.parametrize("chunk", [1024, 1000 * 1024, 5 * 1024 * 1024])
 @pytest.mark.parametrize("size", [0, 1, 1024 * 1024, 9 * 1024 * 1024 + 7])
 def test_pipeline_round_trips_any_size_and_chunk(
-    size: int, chunk: int, tmp_path: Path, no_stray_threads: None
+    size: int,
+    chunk: int,
+    depth: int,
+    tmp_path: Path,
+    no_stray_threads: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # ring depth 1 and 2 are what huge signed chunk sizes get
+    monkeypatch.setattr(_stream, "_ring_depth", lambda _: depth)
     source = tmp_path / "plain"
     source.write_bytes(os.urandom(size))
     key = attachment_key(os.urandom(32), "envelope-1", 0)
@@ -253,3 +262,9 @@ def test_a_failing_write_surfaces_and_stops_every_thread(
     with pytest.raises(OSError, match="No space"):
         calls.clear()
         decrypt_stream(io.BytesIO(sealed), size, key, chunk, 0, disk_full, envelope_id="e")
+
+
+def test_huge_signed_chunks_keep_the_rings_small() -> None:
+    for chunk in (1 << 20, 16 << 20, 32 << 20, 64 << 20):
+        group = _stream._groups(chunk * 8, chunk)[0].plain
+        assert 2 * _stream._ring_depth(group) * (group + 16) <= 130 << 20
