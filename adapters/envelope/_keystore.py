@@ -29,7 +29,9 @@ Changing the passphrase (:meth:`Keystore.change_passphrase`) re-encrypts every p
 into a new folder ``private-N`` beside the current one, then switches ``keystore.json`` (new
 KDF salt, new check, ``private: private-N``) in one atomic rename, then deletes the old folder.
 A crash before the rename leaves the keystore on the old passphrase, after it on the new one;
-never a mix. Leftover folders of an interrupted change are swept by the next change.
+never a mix. Leftover folders of an interrupted change (the half-written new one, or the old
+one still encrypted under the old, maybe leaked, passphrase) are swept as soon as a process
+notices them: on every write, and on a reload when no other process holds the lock.
 
 Invariants:
 - A ``kid`` belongs to exactly one partner; lookups by ``kid`` are unambiguous.
@@ -281,6 +283,7 @@ class Keystore:
         self._private: dict[str, SignKey | DecryptKey] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")
+        self._holding_lock = False
         self.refresh()
 
     def __repr__(self) -> str:
@@ -337,6 +340,8 @@ class Keystore:
         stamp = self._current_stamp()
         if stamp == self._stamp:
             return
+        if not self._holding_lock:
+            self._sweep_if_unlocked()
         for _attempt in range(3):
             self._load_meta()
             entries, by_kid, pruned = self._scan()
@@ -614,8 +619,7 @@ class Keystore:
             meta = self._load_meta()
             if meta is None:
                 raise KeystoreError(f"keystore {self.path} holds no private keys")
-            old_kek, old_dir = self._unlock(), self._private_dir
-            self._sweep()
+            old_kek, old_dir = self._unlock(), self._private_dir  # leftovers: swept by _locked
             params = self._new_kdf()
             new_kek = self._derive(new, params)
             check = joserfc_jwe.encrypt_compact(_KEK_HEADER, _CHECK, new_kek)
@@ -659,17 +663,51 @@ class Keystore:
                 numbers.append(int(match.group(1)))
         return f"private-{max(numbers) + 1}"
 
+    def _leftovers(self, current: str) -> list[Path]:
+        """Private folders keystore.json does not point to: what an interrupted passphrase
+        change left (a half-written new folder, or the old one). Only names that
+        change_passphrase writes, only real folders (a symlink is never followed)."""
+        try:
+            children = list(self.path.iterdir())
+        except FileNotFoundError:
+            return []
+        return [
+            child
+            for child in children
+            if child.name != current
+            and _PRIVATE_FOLDER.fullmatch(child.name)
+            and not child.is_symlink()
+            and child.is_dir()
+        ]
+
     def _sweep(self) -> None:
-        """Delete private folders keystore.json does not point to: what an interrupted
-        passphrase change left (a half-written new folder, or the old one)."""
-        for child in self.path.iterdir():
-            if (
-                child.name != self._private_name
-                and _PRIVATE_FOLDER.fullmatch(child.name)
-                and child.is_dir()
-                and not child.is_symlink()
-            ):
-                shutil.rmtree(child)
+        """Delete the leftovers; the caller holds the lock (so no change is half-way) and has
+        just read keystore.json under it."""
+        if self._meta_check is None:
+            return  # no keystore.json: nothing says which folder is current
+        leftovers = self._leftovers(self._private_name)
+        for child in leftovers:
+            shutil.rmtree(child)
+        if leftovers:
+            _fsync_dir(self.path)
+
+    def _sweep_if_unlocked(self) -> None:
+        """Sweep leftovers on a reload too, so a worker that only reads does not keep the old
+        passphrase's keys on disk until the next write. Only if the lock is free (a change in
+        progress is not a leftover), and best effort: a read-only keystore stays as it is."""
+        meta = self._read_meta()
+        if meta is None or not self._leftovers(str(meta.get("private", "private"))):
+            return
+        with contextlib.suppress(OSError), open(self.path / ".lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a writer is at work; it sweeps, or the next reload does
+            try:
+                self._load_meta()  # again, under the lock
+                self._sweep()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -678,14 +716,17 @@ class Keystore:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self._holding_lock = True
             try:
                 self._stamp = None
                 self.refresh(force=True)
+                self._sweep()
                 if self._kek is not None and self._kek_check != self._meta_check:
                     # The passphrase changed since we unlocked: never write under the old key.
                     self._kek = self._kek_check = None
                 yield
             finally:
+                self._holding_lock = False
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 self._stamp = None
                 self.refresh(force=True)

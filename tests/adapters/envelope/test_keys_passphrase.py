@@ -221,6 +221,52 @@ def test_another_process_notices_the_change(own_world: World) -> None:
         stale.signer("gp", NOW)
 
 
+def _folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("private"))
+
+
+def test_leftovers_of_an_interrupted_change_go_on_the_next_reload(
+    own_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash right after the switch leaves the old folder, encrypted under the old (maybe
+    leaked) passphrase. A worker that only reads removes it when it loads the keystore —
+    only names a passphrase change writes, never through a symlink."""
+    from adapters.envelope import _keystore
+
+    root = own_world.root / "gp"
+    monkeypatch.setattr(_keystore.shutil, "rmtree", lambda *args, **kwargs: None)
+    Keystore(root, PASSPHRASE).change_passphrase(NEW, now=NOW)  # "crashes" before the delete
+    monkeypatch.undo()
+    assert _folders(root) == ["private", "private-1"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "other.jwe").write_text("not ours")
+    (root / "private-9").symlink_to(outside, target_is_directory=True)
+    (root / "private-old").mkdir()
+
+    worker = Keystore(root, NEW)
+    assert _folders(root) == ["private-1", "private-9", "private-old"]
+    assert (outside / "other.jwe").read_text() == "not ours"
+    assert worker.signer("gp", NOW) and _opens_with(root, NEW)
+
+
+def test_a_change_in_progress_is_left_alone_and_the_next_write_sweeps(own_world: World) -> None:
+    import fcntl
+    import shutil
+
+    root = own_world.root / "gp"
+    shutil.copytree(root / "private", root / "private-4")  # as if a change were writing it
+    with open(root / ".lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # ... and held the lock
+        store = Keystore(root, PASSPHRASE)
+        assert _folders(root) == ["private", "private-4"]
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    # the change "crashed" before its switch: the next write (any, here a rotation) sweeps
+    store.rotate("gp", now=NOW)
+    assert _folders(root) == ["private"]
+    assert _opens_with(root, PASSPHRASE)
+
+
 # --- where the passphrase comes from ---------------------------------------------------------
 
 
