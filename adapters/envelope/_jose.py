@@ -332,7 +332,7 @@ def compact_length(
     signature = (
         64
         if _kind(sign_key) is Ed25519PrivateKey
-        else cast("RSAPrivateKey", sign_key).key_size // 8
+        else (cast("RSAPrivateKey", sign_key).key_size + 7) // 8
     )
     jws = (
         _b64_length(len(_dumps(jws_header).encode()))
@@ -346,7 +346,7 @@ def compact_length(
         protected["epk"] = {"kty": "OKP", "crv": "X25519", "x": "x" * 43}
         wrapped = 40  # AES key wrap of a 256-bit CEK (RFC 3394): 32 + 8
     else:
-        wrapped = cast("RSAPublicKey", encrypt_key).key_size // 8
+        wrapped = (cast("RSAPublicKey", encrypt_key).key_size + 7) // 8
     return (
         _b64_length(len(_dumps(protected).encode()))
         + 1
