@@ -220,19 +220,25 @@ class KcbusTransportHook(BaseHook):
         return connect(settings.url, **dict(settings.options))
 
 
-def open_endpoint(url: str) -> Transport:
+def open_endpoint(url: str, *, max_bytes: int | None = None) -> Transport:
     """Open a transport for an endpoint URL of the route config.
 
     ``conn://<conn_id>?opt=value`` takes URL and credentials from the Airflow Connection
     ``conn_id`` (query options override the Connection's extras); every other URL goes to
-    ``adapters.transport.connect`` as it is.
+    ``adapters.transport.connect`` as it is. ``max_bytes`` (an inbound endpoint: the bus's
+    ``max_inbound_bytes``) applies unless the URL or the Connection sets its own.
     """
     from adapters.transport import connect
 
     parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme.lower() != "conn":
-        return connect(url)
+        if max_bytes is None or "max_bytes" in query:
+            return connect(url)
+        return connect(url, max_bytes=max_bytes)
     settings = KcbusTransportHook(parts.netloc).settings
     options: dict[str, OptionValue] = dict(settings.options)
-    options.update({k: v[-1] for k, v in parse_qs(parts.query).items()})
+    options.update(query)
+    if max_bytes is not None:
+        options.setdefault("max_bytes", max_bytes)
     return connect(settings.url, **options)

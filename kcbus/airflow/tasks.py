@@ -127,7 +127,7 @@ def intake(
     plan = _plan(the_bus.config, flow)
     total = StageCounts()
     for url in plan.inbound:
-        with open_endpoint(url) as transport:
+        with open_endpoint(url, max_bytes=the_bus.config.bus.max_inbound_bytes) as transport:
             for _ in range(_MAX_PASSES):
                 want = plan.batch_size
                 if max_envelopes is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from airflow.sdk import Connection
@@ -88,3 +89,25 @@ def test_hook_reads_the_connection_from_the_environment_once(
     hook = KcbusTransportHook("kcbus_test_drop")
     assert hook.settings.url == "memory://kcbus-test-drop"
     assert hook.settings is hook.settings  # parsed once
+
+
+def test_inbound_endpoints_take_the_bus_limit_unless_they_set_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.transport import Outbound
+    from kcbus.airflow.hook import open_endpoint
+
+    url = f"file://{tmp_path}"
+    monkeypatch.setenv("AIRFLOW_CONN_DROP", json.dumps(
+        {"conn_type": "kcbus", "extra": {"url": url}}))
+
+    def too_large(endpoint: str) -> bool:
+        with open_endpoint(endpoint, max_bytes=4096) as drop:
+            drop.send(Outbound("env-1", "bus", data=b"x" * 5000))
+            [delivery] = drop.receive(1)
+            drop.release(delivery)
+            return delivery.too_large
+
+    assert too_large(url)
+    assert too_large("conn://drop")
+    assert not too_large(url + "?max_bytes=10000")
+    assert not too_large("conn://drop?max_bytes=10000")
