@@ -9,7 +9,9 @@ every delivery not yet acknowledged is released so it comes back.
 Memory: a delivery above the transport's ``max_bytes`` is never read: it is parked in the
 transport's failed place with reason ``envelope-too-large`` (so is one that grows beyond it
 while it is read). Small deliveries (up to ``SPOOL_ABOVE``) are read into memory and stored
-together, at most ``UNIT_BYTES`` per ledger unit. Larger ones are copied in chunks to a
+together, at most ``UNIT_BYTES`` per ledger unit; "small" is the announced size, which is
+only the sender's word, so at most ``SPOOL_ABOVE`` + 1 bytes are read into memory and a
+longer stream continues into a spool file. Larger ones are copied in chunks to a
 temporary file in the runtime's scratch folder (constant memory while the transport is read;
 the envelope ID is peeked from the file) and stored one per unit: the ledger hashes the file
 and stores it in encrypted chunks (``NewEnvelope(stream=...)``), so the stage stays constant in
@@ -64,10 +66,12 @@ class _Taken:
     envelope_id: str | None
     data: bytes | None = None
     spool: BinaryIO | None = None
+    #: The spool file's length: what was read, not what was announced.
+    length: int = -1
 
     @property
     def size(self) -> int:
-        return len(self.data) if self.data is not None else self.delivery.size
+        return len(self.data) if self.data is not None else self.length
 
     def close(self) -> None:
         if self.spool is not None:
@@ -136,16 +140,21 @@ def _take(
                 limit=delivery.max_bytes or 0,
             )
         if 0 <= delivery.size <= SPOOL_ABOVE:
-            data = delivery.read()
-            return _Taken(delivery, _envelope_id(delivery, data), data=data)
-        spool = _spool(rt, delivery)
+            taken = _read_small(rt, delivery)
+            if taken.data is not None:
+                return taken
+            spool = taken.spool
+        else:
+            spool = _spool(rt, delivery)
+        assert spool is not None
         try:
             envelope_id = _envelope_id(delivery, spool)
+            length = spool.seek(0, os.SEEK_END)
             spool.seek(0)
         except BaseException:
             spool.close()
             raise
-        return _Taken(delivery, envelope_id, spool=spool)
+        return _Taken(delivery, envelope_id, spool=spool, length=length)
     except DeliveryTooLarge as exc:
         log.warning(
             "receive: %s delivery %s is larger than %d bytes (%d seen); parked",
@@ -173,8 +182,35 @@ def _park(transport: Transport, delivery: Delivery, reason_code: str, counts: St
     counts.rejected += 1
 
 
-def _spool(rt: Runtime, delivery: Delivery) -> BinaryIO:
-    """Copy a delivery in chunks into an anonymous file in scratch (gone when closed).
+def _read_small(rt: Runtime, delivery: Delivery) -> _Taken:
+    """Read a delivery announced as small into memory — but never more than ``SPOOL_ABOVE``
+    bytes of it: the announced size is the sender's word (an AMQP claim's size, a file listed
+    before it grew), so a stream that turns out longer goes on into a spool file, and memory
+    stays bounded by the threshold whatever the stream holds."""
+    with delivery.open() as src:
+        # The announced size plus one byte in one read (one buffer for the common case; the
+        # extra byte tells a longer stream), then up to the threshold in chunks.
+        first = src.read(delivery.size + 1)
+        if len(first) <= delivery.size:
+            return _Taken(delivery, _envelope_id(delivery, first), data=first)
+        parts, total = [first], len(first)
+        del first
+        while total <= SPOOL_ABOVE:
+            chunk = src.read(min(CHUNK_SIZE, SPOOL_ABOVE + 1 - total))
+            if not chunk:
+                data = b"".join(parts)
+                return _Taken(delivery, _envelope_id(delivery, data), data=data)
+            parts.append(chunk)
+            total += len(chunk)
+        return _Taken(delivery, None, spool=_spool(rt, delivery, src, parts))
+
+
+def _spool(
+    rt: Runtime, delivery: Delivery, src: BinaryIO | None = None, head: list[bytes] | None = None
+) -> BinaryIO:
+    """Copy a delivery in chunks into an anonymous file in scratch (gone when closed): the
+    ``head`` already read from ``src`` first (emptied as it is written), then the rest of
+    ``src`` (default: the delivery opened afresh).
 
     Errors of the scratch side become :class:`ScratchUnavailable`, so that only errors of
     reading the delivery count against it."""
@@ -184,15 +220,21 @@ def _spool(rt: Runtime, delivery: Delivery) -> BinaryIO:
         spool = tempfile.TemporaryFile(prefix="kcbus-receive-", dir=rt.scratch)  # noqa: SIM115 - closed by _Taken
     except OSError as exc:
         raise ScratchUnavailable(f"scratch folder unusable (errno {exc.errno})") from exc
+
+    def write(chunk: bytes) -> None:
+        try:
+            spool.write(chunk)
+        except OSError as exc:
+            raise ScratchUnavailable(
+                f"scratch folder cannot take {delivery.delivery_id} (errno {exc.errno})"
+            ) from exc
+
     try:
-        with delivery.open() as src:
-            while chunk := src.read(CHUNK_SIZE):
-                try:
-                    spool.write(chunk)
-                except OSError as exc:
-                    raise ScratchUnavailable(
-                        f"scratch folder cannot take {delivery.delivery_id} (errno {exc.errno})"
-                    ) from exc
+        while head:
+            write(head.pop(0))
+        with contextlib.nullcontext(src) if src is not None else delivery.open() as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                write(chunk)
         spool.seek(0)
     except BaseException:
         spool.close()
