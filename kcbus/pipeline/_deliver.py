@@ -33,16 +33,18 @@ themselves end DELIVERED.
 
 A message that goes DEAD (a delivery out of retries, refused for good, or impossible to seal)
 tells its sender so: a Rückweisung with reason ``delivery-failed`` per dead destination
-(naming the destination and the error code, never the transport's own text: it may name
-another partner's endpoint), written in the same transaction as the DEAD status — unless the
-sender opted out of ``rejected`` receipts. Receipts themselves never get one (no receipts
-about receipts).
+(the error code, never the transport's own text: it may name another partner's endpoint;
+the destination by name only if the sender addressed it, see :func:`_not_delivered`),
+written in the same transaction as the DEAD status — unless the sender opted out of
+``rejected`` receipts, or the destination had the message before an operator's resend.
+Receipts themselves never get one (no receipts about receipts).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from adapters.envelope import Attachment, SealedEnvelope, open_envelope, seal
@@ -59,6 +61,7 @@ from kcbus.ledger import (
     Unit,
 )
 from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, reference_of
+from kcbus.pipeline._route import reader_partner
 from kcbus.pipeline._runtime import Runtime, work
 from kcbus.receipts import Fault, Handover, ReceiptType, redact
 from xoev import KcbusError, TransientFault
@@ -284,24 +287,43 @@ def _failed(
         )
         counts.dead += 1
         if receipts is not None and not was_dead:
-            _not_delivered(rt, unit, message, [(delivery.destination, exc.reason_code)], receipts)
+            dead = replace(delivery, last_error_code=exc.reason_code)
+            _not_delivered(rt, unit, message, [dead], receipts)
 
 
 def _not_delivered(
     rt: Runtime,
     unit: Unit,
     message: MessageRow,
-    dead: list[tuple[str, str | None]],
+    dead: list[DeliveryRow],
     receipts: ReceiptQueue,
 ) -> None:
-    """Queue the sender's Rückweisung for a message that went DEAD (none for receipts).
-    ``dead``: (destination, error code) per delivery that failed for good."""
+    """Queue the sender's Rückweisung for a message that went DEAD (none for receipts), one
+    fault per delivery in ``dead`` (with its ``last_error_code``).
+
+    The sender learns only what it already knows: a destination it addressed itself (a
+    reader of its header, or the partner it sealed end-to-end content for) is named; any
+    other — an archive copy, a supervisory office the route adds — is "a further
+    destination", without its ID and without a count (who else gets the message, and how
+    many, is none of the sender's business; that something failed is: the message is DEAD
+    and no Zustellbestätigung will come).
+
+    A destination that had the message before (``delivered_at`` survives an operator's
+    resend) gets no fault: the recipient has it, and the sender may already hold a
+    Zustellbestätigung that a Rückweisung would contradict. The failed repeat is the
+    operator's business (DEAD, with its event); if nothing else failed, no Rückweisung."""
     if message.kind is not Kind.MESSAGE:
         return
-    faults = [
-        Fault(DELIVERY_FAILED, f"not delivered to {destination}: {code or 'error'}")
-        for destination, code in dead
-    ]
+    fresh = [d for d in dead if d.delivered_at is None]
+    if not fresh:
+        return
+    addressed = _addressed(rt, unit, message)
+    faults = []
+    for d in fresh:
+        whom = d.destination if d.destination in addressed else "a further destination"
+        faults.append(
+            Fault(DELIVERY_FAILED, f"not delivered to {whom}: {d.last_error_code or 'error'}")
+        )
     receipts.add(
         message,
         rt.partner(message.sender),
@@ -311,6 +333,20 @@ def _not_delivered(
         test=message.test,
         unit=unit,
     )
+
+
+def _addressed(rt: Runtime, unit: Unit, message: MessageRow) -> set[str]:
+    """The partners the sender addressed itself: the readers its header names and, end to
+    end, the one it sealed the content for (from the facts the open stage kept; none known
+    if they are gone)."""
+    data = unit.blobs("facts", [message.ledger_id]).get(message.ledger_id)
+    if data is None:
+        return set()
+    facts = Facts.load(data)
+    found = {p.id for a in facts.readers if (p := reader_partner(rt, a)) is not None}
+    if facts.final_recipient is not None:
+        found.add(facts.final_recipient)
+    return found
 
 
 def deliver_batch(
@@ -459,11 +495,7 @@ def _summarise(
                     rt,
                     unit,
                     message,
-                    [
-                        (d.destination, d.last_error_code)
-                        for d in deliveries
-                        if d.status is DeliveryStatus.DEAD
-                    ],
+                    [d for d in deliveries if d.status is DeliveryStatus.DEAD],
                     receipts,
                 )
                 unit.update(

@@ -17,7 +17,7 @@ from kcbus.pipeline._common import Facts, ReceiptQueue, StageCounts, fault_of, r
 from kcbus.pipeline._runtime import Runtime, work
 from xoev import ConfigurationError, PartnerFault
 
-__all__ = ["route_batch", "route_rows"]
+__all__ = ["reader_partner", "route_batch", "route_rows"]
 
 _STAGE = "route"
 
@@ -88,12 +88,10 @@ def _destinations(rt: Runtime, row: MessageRow, facts: Facts) -> list[str]:
             found.append(partner)
             continue
         for address in facts.readers:
-            vd, sep, kennung = address.partition(":")
-            if not sep:
-                vd, kennung = "", address
-            reader = rt.config.partner_by_address(vd or None, kennung)
+            reader = reader_partner(rt, address)
             if reader is None or (reader.deliver_to is None and reader.id not in rt.transports):
-                raise UnknownReader(vd or None, kennung)
+                vd, kennung = _split(address)
+                raise UnknownReader(vd, kennung)
             found.append(reader)
     if facts.final_recipient is not None:
         final = rt.partner(facts.final_recipient)
@@ -109,3 +107,14 @@ def _destinations(rt: Runtime, row: MessageRow, facts: Facts) -> list[str]:
             if partner is not None and partner.production:
                 raise TestToProduction(pid)
     return unique
+
+
+def reader_partner(rt: Runtime, address: str) -> Partner | None:
+    """The partner a header's reader address (``verzeichnisdienst:kennung``) names."""
+    vd, kennung = _split(address)
+    return rt.config.partner_by_address(vd, kennung)
+
+
+def _split(address: str) -> tuple[str | None, str]:
+    vd, sep, kennung = address.partition(":")
+    return (vd or None, kennung) if sep else (None, address)

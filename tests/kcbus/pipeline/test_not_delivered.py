@@ -1,0 +1,113 @@
+"""The Rückweisung a sender gets when its message cannot be delivered (``delivery-failed``)
+names only destinations the sender addressed itself (its header's readers): a copy the route
+adds (an archive, a supervisory office) is "a further destination", without its partner ID,
+name or address. A destination that had the message before an operator's resend gets no
+Rückweisung when the repeat fails: the sender was told it was delivered, and it was."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from adapters.transport import DeliveryRefused, Outbound, Transport
+from kcbus.ledger import DeliveryStatus, MessageFilter, Status
+from kcbus.pipeline import DELIVERY_FAILED
+from kcbus.receipts import ReceiptType
+from tests.kcbus.world import World, xbau_antrag
+
+
+class Refuses:
+    """A partner's real (in-memory) transport whose peer refuses every envelope for good
+    while ``refusing`` is set."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.refusing = True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def send_many(self, items: list[Outbound]) -> None:
+        for item in items:
+            self.send(item)
+
+    def send(self, item: Outbound) -> None:
+        if self.refusing:
+            raise DeliveryRefused(
+                "403 from the archive's endpoint",
+                transport="memory",
+                endpoint="archive.example",
+                status=403,
+            )
+        self.inner.send(item)
+
+
+def _refusing(world: World, partner: str) -> Refuses:
+    refuses = Refuses(world.bus.runtime.transport(partner))
+    world.bus.runtime.transports[partner] = refuses  # type: ignore[assignment]
+    return refuses
+
+
+def _fan_out_to(world: World, partner: str) -> None:
+    """Route ``bauantrag`` to the header's readers and, as a copy, to ``partner``."""
+    config = world.bus.runtime.config
+    routes = dict(config.routes)
+    routes["bauantrag"] = replace(routes["bauantrag"], to=("leser", partner))
+    world.bus.runtime.config = replace(config, routes=routes)
+
+
+def _message(world: World) -> str:
+    world.send("gemeinde-a", xbau_antrag())
+    world.bus.drain()
+    (row,) = world.bus.ledger.search(MessageFilter(route="bauantrag", sender="gemeinde-a"))
+    return row.ref
+
+
+def test_a_failed_fan_out_copy_is_not_named_to_the_sender(world: World) -> None:
+    _fan_out_to(world, "klinikum")  # stands in for an archive the sender knows nothing of
+    _refusing(world, "klinikum")
+    ref = _message(world)
+    assert world.bus.ledger.get(ref).status is Status.DEAD
+    deliveries = {d.destination: d.status for d in world.bus.ledger.history(ref).deliveries}
+    assert deliveries == {"lra": DeliveryStatus.DELIVERED, "klinikum": DeliveryStatus.DEAD}
+    delivered, _ = world.collect("lra")
+    assert len(delivered) == 1
+
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.REJECTED]
+    (fault,) = receipts[1].faults
+    assert fault.reason_code == DELIVERY_FAILED
+    assert fault.text == f"not delivered to a further destination: {DeliveryRefused.reason_code}"
+    klinikum = world.config.partners["klinikum"]
+    assert klinikum.address is not None
+    for secret in ("klinikum", klinikum.name, klinikum.address.kennung, "archive.example"):
+        assert secret.lower() not in fault.text.lower()
+
+
+def test_a_failed_addressed_reader_is_named(world: World) -> None:
+    _fan_out_to(world, "klinikum")
+    _refusing(world, "lra")  # the reader the Bauantrag's header names
+    ref = _message(world)
+    assert world.bus.ledger.get(ref).status is Status.DEAD
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.REJECTED]
+    (fault,) = receipts[1].faults
+    assert fault.text == f"not delivered to lra: {DeliveryRefused.reason_code}"
+
+
+def test_a_failed_resend_of_a_delivered_message_sends_no_rueckweisung(world: World) -> None:
+    ref = _message(world)
+    assert world.bus.ledger.get(ref).status is Status.ACKNOWLEDGED
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.DELIVERED]
+
+    _refusing(world, "lra")  # the operator resends; this time the district office refuses
+    world.now += timedelta(minutes=1)
+    outcome = world.bus.ledger.resend([ref], actor="oncall", reason="lra lost it", now=world.now)
+    assert [m.ref for m in outcome.acted] == [ref]
+    world.bus.drain()
+    row = world.bus.ledger.get(ref)
+    assert row.status is Status.DEAD  # the operator sees the failed repeat...
+    assert row.reason_code == DeliveryRefused.reason_code
+    _, receipts = world.collect("gemeinde-a")
+    assert receipts == []  # ...the sender, told "delivered" before, is not told otherwise
