@@ -231,10 +231,10 @@ def test_leftovers_of_an_interrupted_change_go_on_the_next_reload(
     """A crash right after the switch leaves the old folder, encrypted under the old (maybe
     leaked) passphrase. A worker that only reads removes it when it loads the keystore —
     only names a passphrase change writes, never through a symlink."""
-    from adapters.envelope import _keystore
+    import shutil
 
     root = own_world.root / "gp"
-    monkeypatch.setattr(_keystore.shutil, "rmtree", lambda *args, **kwargs: None)
+    monkeypatch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)  # the keystore's too
     Keystore(root, PASSPHRASE).change_passphrase(NEW, now=NOW)  # "crashes" before the delete
     monkeypatch.undo()
     assert _folders(root) == ["private", "private-1"]
