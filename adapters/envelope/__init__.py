@@ -39,6 +39,7 @@ from adapters.envelope._errors import (
 )
 from adapters.envelope._forward import forward_content
 from adapters.envelope._keys import (
+    DEFAULT_KEEP_PRIVATE,
     DEFAULT_OVERLAP,
     DEFAULT_PRUNE_GRACE,
     DEFAULT_VALIDITY,
@@ -75,6 +76,7 @@ from adapters.envelope._stream import CHUNK_SIZE, AttachmentChanged
 
 __all__ = [
     "CHUNK_SIZE",
+    "DEFAULT_KEEP_PRIVATE",
     "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_SKEW",
     "DEFAULT_OVERLAP",

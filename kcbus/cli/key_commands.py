@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.envelope import (
+    DEFAULT_KEEP_PRIVATE,
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_SKEW,
     DEFAULT_OVERLAP,
@@ -52,7 +53,6 @@ from adapters.envelope import (
     open_label,
     seal,
 )
-from adapters.envelope._keys import DEFAULT_KEEP_PRIVATE
 
 __all__ = ["register"]
 
