@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import kcbus.bus
+import kcbus.pipeline
 from adapters.envelope import seal
 from adapters.transport import Outbound, connect
 from kcbus.config import load
@@ -161,7 +162,7 @@ def test_a_seal_from_a_rolled_back_unit_is_never_sent(
     world.send("gemeinde-a", xbau_antrag())
     assert world.bus.receive_all() == 1
 
-    real = kcbus.bus.seal_batch
+    real = kcbus.pipeline.seal_batch
 
     def fails_once(*args: object, **kwargs: object) -> StageCounts:
         monkeypatch.setattr(kcbus.bus, "seal_batch", real)
@@ -172,7 +173,7 @@ def test_a_seal_from_a_rolled_back_unit_is_never_sent(
         world.bus.process_pending()
     stale = dict(rt._sealed)  # the hand-off under test
     assert stale, "seal_new kept nothing in memory: the test would prove nothing"
-    assert world.bus.ledger.search(MessageFilter(status=Status.ROUTED)) == []
+    assert world.bus.ledger.search(MessageFilter(status=(Status.ROUTED,))) == []
 
     counts = world.bus.process_pending()
     assert counts.routed == 1 and counts.sealed >= 1
