@@ -322,12 +322,21 @@ class _Capped(io.RawIOBase):
 
     def readall(self) -> bytes:
         # the announced size in one read (one copy, like a plain file's read()), then
-        # whatever follows in chunks up to the limit (rare: the file grew)
+        # whatever follows up to the limit (rare: the file grew, or the announced size was
+        # only the sender's word) into one growing buffer: chunks joined at the end held the
+        # envelope two or three times over. Callers that must bound memory read in pieces
+        # (the receive stage reads at most its spool threshold).
         first = self.read(min(self._expected, self._limit)) if self._expected > 0 else b""
-        rest = []
-        while chunk := self.read(CHUNK_SIZE):
-            rest.append(chunk)
-        return first + b"".join(rest) if rest else first
+        chunk = self.read(CHUNK_SIZE)
+        if not chunk:
+            return first
+        grown = io.BytesIO(first)  # shares ``first``'s buffer until written
+        del first
+        grown.seek(0, io.SEEK_END)
+        while chunk:
+            grown.write(chunk)
+            chunk = self.read(CHUNK_SIZE)
+        return grown.getvalue()  # hands over the buffer, no copy
 
     def close(self) -> None:
         if not self.closed:

@@ -133,3 +133,21 @@ def test_max_bytes_is_a_url_option_of_every_inbound_transport(tmp_path: Path) ->
     with pytest.raises(TransportConfigError) as bad:
         connect(f"file://{tmp_path / 'drop'}?max_bytes=lots")
     assert bad.value.option == "max_bytes"
+
+
+def test_reading_a_delivery_longer_than_announced_holds_it_about_once() -> None:
+    """A stream longer than its announced size (a grown file, a sender's wrong claim-check
+    size) is gathered in one growing buffer, not in chunks joined at the end (two or three
+    copies at once)."""
+    stream_bytes = 32 << 20
+    data = b"G" * stream_bytes
+    delivery = _delivery(data, max_bytes=DEFAULT_MAX_BYTES, size=10)
+    tracemalloc.start()
+    try:
+        read = delivery.read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read == data
+    del read
+    assert peak < stream_bytes * 3 // 2, f"held {peak >> 20} MiB to read {stream_bytes >> 20} MiB"
