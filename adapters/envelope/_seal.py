@@ -195,6 +195,19 @@ class _Container:
         self.akey = os.urandom(32) if sources else b""
         self.digests: list[str] | None = None if sources else []
         self._prefix: bytes | None = None
+        self._encrypted = False
+
+    def _keys_for_this_write(self) -> None:
+        """Attachment keys and nonces are a function of ``akey``, chunk and position: one key
+        may encrypt one plaintext only. A second write of the same envelope could meet a
+        changed file (GCM nonce reuse leaks the XOR of both plaintexts), so every write after
+        the first draws a new ``akey`` and re-signs the content: a differently encrypted copy
+        of the same envelope (same ID and creation time)."""
+        if self._encrypted and self.sources:
+            self.akey = os.urandom(32)
+            self.digests = None
+            self._prefix = None
+        self._encrypted = True
 
     def keys_for(self, index: int) -> bytes:
         return attachment_key(self.akey, self.envelope_id, index)
@@ -292,6 +305,7 @@ class _Container:
 
     def pieces(self) -> Iterator[Piece]:
         """The envelope in order (attachments hashed first)."""
+        self._keys_for_this_write()
         yield self.prefix()
         for index, source in enumerate(self.sources):
             yield record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size))
@@ -303,6 +317,7 @@ class _Container:
 
     def write_in_order(self, out: BinaryIO) -> int:
         """Write the envelope in order (attachments hashed first); returns the bytes written."""
+        self._keys_for_this_write()
         prefix = self.prefix()
         out.write(prefix)
         self._write_attachments(out, digests=None)
@@ -312,6 +327,7 @@ class _Container:
     def write_in_one_pass(self, out: BinaryIO) -> int:
         """Write to a seekable ``out``, reading each attachment once: attachment records
         first, after room for the prefix, then the prefix into that room."""
+        self._keys_for_this_write()
         start = out.tell()
         room = self.prefix_length()
         out.seek(start + room)

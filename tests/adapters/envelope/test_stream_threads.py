@@ -268,3 +268,29 @@ def test_huge_signed_chunks_keep_the_rings_small() -> None:
     for chunk in (1 << 20, 16 << 20, 32 << 20, 64 << 20):
         group = _stream._groups(chunk * 8, chunk)[0].plain
         assert 2 * _stream._ring_depth(group) * (group + 16) <= 130 << 20
+
+
+def test_every_write_after_the_first_encrypts_attachments_under_a_new_key(
+    stores: dict[str, Keystore], tmp_path: Path
+) -> None:
+    """Chunk keys and nonces follow from the attachment key: if a second write of the same
+    envelope met a changed file under the same key, GCM would leak the XOR of both plans."""
+    plan = tmp_path / "plan.tif"
+    plan.write_bytes(b"A" * 50_000)
+    sealed = seal(MESSAGE, sender="hospital", recipient="gp", keystore=stores["hospital"],
+                  now=NOW, attachments=[plan], chunk_size=4096)
+    sealed.save(tmp_path / "first.kcb")
+    plan.write_bytes(b"B" * 50_000)  # same size, other content
+    second = sealed.data()
+    first = (tmp_path / "first.kcb").read_bytes()
+    [(_, at_first, length)] = [r for r in records(first) if r[0] == b"A"]
+    [(_, at_second, _)] = [r for r in records(second) if r[0] == b"A"]
+    xor = bytes(a ^ b for a, b in zip(first[at_first : at_first + length],
+                                      second[at_second : at_second + length], strict=True))
+    assert xor[:4096].count(ord("A") ^ ord("B")) < 100  # not the plaintexts' XOR
+    for name, data in (("first", first), ("second", second)):
+        opened = open_envelope(data, keystore=stores["gp"], now=NOW, replay_guard=None,
+                               attachments_dir=tmp_path / name)
+        assert opened.envelope_id == sealed.envelope_id
+        expected = b"A" * 50_000 if name == "first" else b"B" * 50_000
+        assert opened.attachments[0].path.read_bytes() == expected
