@@ -320,7 +320,7 @@ def _not_delivered(
     addressed = _addressed(rt, unit, message)
     faults = []
     for d in fresh:
-        whom = d.destination if d.destination in addressed else "a further destination"
+        whom = d.destination if d.destination in addressed else _FURTHER
         faults.append(
             Fault(DELIVERY_FAILED, f"not delivered to {whom}: {d.last_error_code or 'error'}")
         )
@@ -333,6 +333,31 @@ def _not_delivered(
         test=message.test,
         unit=unit,
     )
+
+
+def _handovers(
+    rt: Runtime, unit: Unit, message: MessageRow, deliveries: list[DeliveryRow]
+) -> list[Handover]:
+    """The Zustellbestätigung's handovers, under the Rückweisung's rule (see
+    :func:`_not_delivered`): destinations the sender addressed are named with their envelope
+    IDs; all others together are one "further destination" entry at the latest of their
+    times, without ID or count (the schema wants at least one entry). A message with a single
+    destination names it: that is the recipient the sender's route sends to."""
+    addressed = _addressed(rt, unit, message) if len(deliveries) > 1 else None
+    named, further = [], []
+    for d in deliveries:
+        at = d.delivered_at or unit.now
+        if addressed is None or d.destination in addressed:
+            named.append(Handover(d.destination, at, d.envelope_id))
+        else:
+            further.append(at)
+    if further:
+        named.append(Handover(_FURTHER, max(further)))
+    return named
+
+
+# How a destination the sender did not address appears in its receipts.
+_FURTHER = "a further destination"
 
 
 def _addressed(rt: Runtime, unit: Unit, message: MessageRow) -> set[str]:
@@ -483,10 +508,7 @@ def _summarise(
                     reference=reference_of(message),
                     test=message.test,
                     unit=unit,
-                    handovers=[
-                        Handover(d.destination, d.delivered_at or unit.now, d.envelope_id)
-                        for d in deliveries
-                    ],
+                    handovers=_handovers(rt, unit, message, deliveries),
                 )
         elif DeliveryStatus.DEAD in statuses:
             dead = next(d for d in deliveries if d.status is DeliveryStatus.DEAD)

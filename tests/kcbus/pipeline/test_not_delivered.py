@@ -111,3 +111,16 @@ def test_a_failed_resend_of_a_delivered_message_sends_no_rueckweisung(world: Wor
     assert row.reason_code == DeliveryRefused.reason_code
     _, receipts = world.collect("gemeinde-a")
     assert receipts == []  # ...the sender, told "delivered" before, is not told otherwise
+
+
+def test_the_zustellbestaetigung_names_only_addressed_destinations(world: World) -> None:
+    _fan_out_to(world, "klinikum")  # a copy the sender knows nothing of
+    ref = _message(world)
+    assert world.bus.ledger.get(ref).status is Status.ACKNOWLEDGED
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.DELIVERED]
+    handovers = receipts[1].handovers
+    assert [h.recipient for h in handovers] == ["lra", "a further destination"]
+    assert handovers[0].envelope_id and handovers[1].envelope_id is None
+    copy = next(d for d in world.bus.ledger.history(ref).deliveries if d.destination == "klinikum")
+    assert copy.envelope_id not in repr(receipts[1])
