@@ -86,6 +86,18 @@ def _read_exact(stream: BinaryIO, length: int, part: str) -> bytes:
     return data
 
 
+def _read_up_to(stream: BinaryIO, start: bytes, limit: int) -> bytes:
+    """``start`` and what follows in ``stream``, at most ``limit`` bytes in all. In pieces:
+    ``read(limit)`` on a buffered file allocates ``limit`` bytes (512 MiB) before reading."""
+    data = bytearray(start)
+    while len(data) < limit:
+        piece = stream.read(min(1 << 20, limit - len(data)))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
+
+
 class Reader:
     """Reads an envelope's parts from a stream; remembers the offset for forwarding."""
 
@@ -100,8 +112,7 @@ class Reader:
             if start[-1] != VERSION:
                 raise Malformed("container", detail=f"unknown container version {start[-1]}")
         elif start[:2] == b"ey":  # base64url of '{"': a compact JWE
-            rest = stream.read(MAX_TOKEN + 1 - len(start))
-            token = (start + rest).rstrip(b" \t\r\n")
+            token = _read_up_to(stream, start, MAX_TOKEN + 1).rstrip(b" \t\r\n")
             if len(token) > MAX_TOKEN:
                 raise Malformed("jwe", detail="envelope too large to be a single JWE")
             self.compact = token

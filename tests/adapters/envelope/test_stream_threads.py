@@ -22,6 +22,7 @@ from adapters.envelope import (
     _stream,
     open_envelope,
     open_label,
+    peek_envelope,
     seal,
 )
 from adapters.envelope._jose import compact_length, encrypt_compact, sign_compact
@@ -294,3 +295,22 @@ def test_every_write_after_the_first_encrypts_attachments_under_a_new_key(
         assert opened.envelope_id == sealed.envelope_id
         expected = b"A" * 50_000 if name == "first" else b"B" * 50_000
         assert opened.attachments[0].path.read_bytes() == expected
+
+
+def test_a_compact_envelope_read_from_a_file_allocates_its_size_not_the_limit(
+    stores: dict[str, Keystore], tmp_path: Path
+) -> None:
+    import tracemalloc
+
+    path = tmp_path / "small.jwe"
+    seal(MESSAGE, sender="hospital", recipient="gp", keystore=stores["hospital"],
+         now=NOW).save(path)
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as stream:
+            info = peek_envelope(stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.envelope_id is not None
+    assert peak < 16 * 2**20  # reading up to the 512 MiB token limit must not reserve it
