@@ -42,6 +42,7 @@ import io
 import json
 import mimetypes
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -194,23 +195,28 @@ class _Container:
         )
         self.akey = os.urandom(32) if sources else b""
         self.digests: list[str] | None = None if sources else []
-        self._prefix: bytes | None = None
-        self._encrypted = False
+        self._written = False
+        self._lock = threading.Lock()
+        # Without attachments there is no attachment key: every write is the same bytes.
+        self._shared = None if sources else _Write(b"", [])
 
-    def _keys_for_this_write(self) -> None:
-        """Attachment keys and nonces are a function of ``akey``, chunk and position: one key
-        may encrypt one plaintext only. A second write of the same envelope could meet a
-        changed file (GCM nonce reuse leaks the XOR of both plaintexts), so every write after
-        the first draws a new ``akey`` and re-signs the content: a differently encrypted copy
-        of the same envelope (same ID and creation time)."""
-        if self._encrypted and self.sources:
-            self.akey = os.urandom(32)
-            self.digests = None
-            self._prefix = None
-        self._encrypted = True
+    def begin_write(self) -> _Write:
+        """The keys of one write. Attachment keys and nonces are a function of ``akey``, chunk
+        and position: one key may encrypt one plaintext only. A second write of the same
+        envelope could meet a changed file (GCM nonce reuse leaks the XOR of both plaintexts),
+        so every write after the first — also one started while another still streams —
+        draws its own ``akey`` and re-signs the content: a differently encrypted copy of the
+        same envelope (same ID and creation time)."""
+        if self._shared is not None:
+            return self._shared
+        with self._lock:
+            if not self._written:
+                self._written = True
+                return _Write(self.akey, self.digests)
+        return _Write(os.urandom(32), None)
 
-    def keys_for(self, index: int) -> bytes:
-        return attachment_key(self.akey, self.envelope_id, index)
+    def keys_for(self, write: _Write, index: int) -> bytes:
+        return attachment_key(write.akey, self.envelope_id, index)
 
     def manifest(self, digests: Sequence[str]) -> list[ManifestEntry]:
         return [
@@ -218,11 +224,11 @@ class _Container:
             for s, d in zip(self.sources, digests, strict=True)
         ]
 
-    def _content_facts(self, digests: Sequence[str]) -> JSON:
+    def _content_facts(self, digests: Sequence[str], akey: bytes) -> JSON:
         facts = dict(self.facts)
         if self.sources:
             facts["att"] = [e.to_json() for e in self.manifest(digests)]
-            facts["akey"] = b64e(self.akey).decode()
+            facts["akey"] = b64e(akey).decode()
         return facts
 
     def _label_facts(self, content_sha256: str) -> JSON:
@@ -243,7 +249,7 @@ class _Container:
         content = self.keys.length(
             "kcbus-message",
             self.media_type,
-            self._content_facts(placeholders),
+            self._content_facts(placeholders, self.akey),
             len(self.message),
             self.envelope_id,
         )
@@ -258,7 +264,7 @@ class _Container:
             )
         return length
 
-    def hash_sources(self) -> None:
+    def hash_sources(self) -> list[str]:
         """The digests, by a read of every attachment (for writing in order)."""
         digests = []
         for source in self.sources:
@@ -267,18 +273,17 @@ class _Container:
                     digests.append(hashlib.file_digest(handle, "sha256").hexdigest())
             except OSError as exc:
                 raise KeystoreError(f"attachment {source.path} unreadable: {exc.strerror}") from exc
-        self.digests = digests
+        return digests
 
-    def prefix(self) -> bytes:
-        """Container header, label and content records: sealed now if not yet."""
-        if self._prefix is None:
-            if self.digests is None:
-                self.hash_sources()
-            assert self.digests is not None
+    def prefix(self, write: _Write) -> bytes:
+        """Container header, label and content records of ``write``: sealed now if not yet."""
+        if write.prefix is None:
+            if write.digests is None:
+                write.digests = self.hash_sources()
             content = self.keys.seal(
                 "kcbus-message",
                 self.media_type,
-                self._content_facts(self.digests),
+                self._content_facts(write.digests, write.akey),
                 self.message,
                 self.envelope_id,
             )
@@ -293,8 +298,10 @@ class _Container:
                 )
                 head += [record_header(KIND_LABEL, len(label)), label]
             head += [record_header(KIND_CONTENT, len(content)), content]
-            self._prefix = b"".join(head)
-        return self._prefix
+            write.prefix = b"".join(head)
+            if self.digests is None:  # what :attr:`SealedEnvelope.manifest` shows
+                self.digests = write.digests
+        return write.prefix
 
     def size(self) -> int:
         return (
@@ -305,46 +312,45 @@ class _Container:
 
     def pieces(self) -> Iterator[Piece]:
         """The envelope in order (attachments hashed first)."""
-        self._keys_for_this_write()
-        yield self.prefix()
+        write = self.begin_write()
+        yield self.prefix(write)
         for index, source in enumerate(self.sources):
             yield record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size))
             with _open_source(source) as handle:
                 yield from encrypt_stream(
-                    handle, source.size, self.keys_for(index), self.chunk_size, index
+                    handle, source.size, self.keys_for(write, index), self.chunk_size, index
                 )
         yield END
 
     def write_in_order(self, out: BinaryIO) -> int:
         """Write the envelope in order (attachments hashed first); returns the bytes written."""
-        self._keys_for_this_write()
-        prefix = self.prefix()
-        out.write(prefix)
-        self._write_attachments(out, digests=None)
+        write = self.begin_write()
+        out.write(self.prefix(write))
+        self._write_attachments(out, write, digests=None)
         out.write(END)
         return self.size()
 
     def write_in_one_pass(self, out: BinaryIO) -> int:
         """Write to a seekable ``out``, reading each attachment once: attachment records
         first, after room for the prefix, then the prefix into that room."""
-        self._keys_for_this_write()
+        write = self.begin_write()
         start = out.tell()
         room = self.prefix_length()
         out.seek(start + room)
         digests: list[str] = []
-        self._write_attachments(out, digests=digests)
+        self._write_attachments(out, write, digests=digests)
         out.write(END)
         end = out.tell()
-        self.digests = digests
-        prefix = self.prefix()
+        write.digests = digests
+        prefix = self.prefix(write)
         if len(prefix) != room:  # compact_length disagrees with the serializer: a bug here
-            raise RuntimeError(f"sealed prefix is {len(prefix)} bytes, {room} were reserved")
+            raise KeystoreError(f"sealed prefix is {len(prefix)} bytes, {room} were reserved")
         out.seek(start)
         out.write(prefix)
         out.seek(end)
         return end - start
 
-    def _write_attachments(self, out: BinaryIO, digests: list[str] | None) -> None:
+    def _write_attachments(self, out: BinaryIO, write: _Write, digests: list[str] | None) -> None:
         for index, source in enumerate(self.sources):
             out.write(record_header(KIND_ATTACHMENT, sealed_size(source.size, self.chunk_size)))
             digest = hashlib.sha256() if digests is not None else None
@@ -352,7 +358,7 @@ class _Container:
                 seal_chunks(
                     handle,
                     source.size,
-                    self.keys_for(index),
+                    self.keys_for(write, index),
                     self.chunk_size,
                     index,
                     out.write,
@@ -362,11 +368,44 @@ class _Container:
                 digests.append(digest.hexdigest())
 
 
+@dataclass
+class _Write:
+    """The attachment key of one write of a container, and what it sealed with it."""
+
+    akey: bytes
+    digests: list[str] | None
+    prefix: bytes | None = None
+
+
 def _open_source(source: _Source) -> BinaryIO:
     try:
-        return open(source.path, "rb", buffering=0)
+        raw = open(source.path, "rb", buffering=0)  # noqa: SIM115 (closed by the wrapper)
     except OSError as exc:
         raise KeystoreError(f"attachment {source.path} unreadable: {exc.strerror}") from exc
+    return _AttachmentFile(raw, source.path)  # type: ignore[return-value]
+
+
+class _AttachmentFile(io.RawIOBase):
+    """An attachment's file whose read errors are :class:`KeystoreError` (the sealer's typed
+    error) wherever they happen, in this thread or in a reader lane: a bare ``OSError`` would
+    pass as the output's failure or escape the callers' ``KcbusError`` handling."""
+
+    def __init__(self, raw: io.FileIO, path: Path) -> None:
+        super().__init__()
+        self._raw, self._path = raw, path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return self._raw.readinto(buffer) or 0
+        except OSError as exc:
+            raise KeystoreError(f"attachment {self._path} unreadable: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 @dataclass(frozen=True)
@@ -403,8 +442,7 @@ class SealedEnvelope:
         if self._container is None:
             return ()
         if self._container.digests is None:
-            self._container.hash_sources()
-        assert self._container.digests is not None
+            self._container.digests = self._container.hash_sources()
         return tuple(self._container.manifest(self._container.digests))
 
     def data(self) -> bytes:
@@ -530,7 +568,7 @@ def seal(
         chunk_size=chunk_size,
     )
     if not sources:
-        container.prefix()  # nothing to wait for: seal now
+        container.prefix(container.begin_write())  # nothing to wait for: seal now
     return SealedEnvelope(
         envelope_id=envelope_id,
         sender=sender,

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -314,3 +315,61 @@ def test_a_compact_envelope_read_from_a_file_allocates_its_size_not_the_limit(
         tracemalloc.stop()
     assert info.envelope_id is not None
     assert peak < 16 * 2**20  # reading up to the 512 MiB token limit must not reserve it
+
+
+def test_two_streams_of_one_envelope_each_keep_their_own_key(
+    stores: dict[str, Keystore], tmp_path: Path
+) -> None:
+    """A second stream started while the first is half read must not swap the first's
+    attachment key (its chunks would no longer open — or share the second's nonces)."""
+    plans = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for plan in plans:
+        plan.write_bytes(os.urandom(3 * 2**20))
+    sealed = seal(MESSAGE, sender="hospital", recipient="gp", keystore=stores["hospital"],
+                  now=NOW, attachments=plans, chunk_size=64 * 1024)
+    first = sealed.open()
+    head = first.read(2**20)
+    second = sealed.open().read()
+    whole_first = head + first.read()
+    attachment = [
+        data[at : at + length]
+        for data in (whole_first, second)
+        for kind, at, length in records(data)
+        if kind == b"A"
+    ]
+    assert attachment[0] != attachment[2] and attachment[1] != attachment[3]
+    for name, data in (("first", whole_first), ("second", second)):
+        opened = open_envelope(data, keystore=stores["gp"], now=NOW, replay_guard=None,
+                               attachments_dir=tmp_path / name)
+        assert [a.path.read_bytes() for a in opened.attachments] == [
+            p.read_bytes() for p in plans]
+
+
+def test_an_attachment_read_error_in_a_reader_lane_is_a_keystore_error(
+    stores: dict[str, Keystore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from adapters.envelope import KeystoreError, _seal
+
+    plan = tmp_path / "plan.tif"
+    plan.write_bytes(os.urandom(2**20))
+    sealed = seal(MESSAGE, sender="hospital", recipient="gp", keystore=stores["hospital"],
+                  now=NOW, attachments=[plan], chunk_size=64 * 1024)
+
+    class FailingDisk(io.FileIO):
+        def readinto(self, buffer: object) -> int:  # type: ignore[override]
+            raise OSError(errno.EIO, "Input/output error")
+
+    import builtins
+
+    def failing_open(path: object, *args: Any, **kwargs: Any) -> object:
+        if path == plan:
+            return FailingDisk(plan)
+        return builtins.open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(_seal, "open", failing_open, raising=False)
+    for write in (lambda: sealed.save(tmp_path / "e.kcb"), sealed.data):
+        with pytest.raises(KeystoreError, match="unreadable"):
+            write()
+    assert not (tmp_path / "e.kcb").exists()
