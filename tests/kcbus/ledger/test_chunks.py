@@ -206,3 +206,33 @@ def test_backup_and_restore_carry_chunked_blobs_byte_identically(tmp_path: Path)
             t: d for t, d in before.items() if t != "audit"
         }
         assert _read(target, message_id) == data
+
+
+def _downgrade_to_0002(ledger: Ledger) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    import kcbus.ledger
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(kcbus.ledger.__file__).parent / "migrations"))
+    with ledger._engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+
+
+def test_downgrade_below_0003_refuses_while_blobs_are_chunked(tmp_path: Path) -> None:
+    """Revision 0002 has nowhere to keep a chunked blob: the downgrade must not leave those
+    blobs empty; without any, it goes through."""
+    with _ledger(tmp_path) as ledger:
+        _receive_large(ledger, os.urandom(SIZE))
+        with pytest.raises(RuntimeError, match="stored in chunks"):
+            _downgrade_to_0002(ledger)
+        with ledger._engine.begin() as conn:
+            assert conn.execute(select(func.count()).select_from(blob_chunks)).scalar_one() == 12
+    with Ledger(f"sqlite:///{tmp_path / 'empty.sqlite'}") as empty:
+        _downgrade_to_0002(empty)
+        with empty._engine.connect() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert version == "0002"

@@ -44,6 +44,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Revision 0002 cannot hold a chunked blob: dropping the chunks would leave those blobs
+    # empty for good. Refuse; the operator prunes or restores first.
+    chunked = op.get_bind().execute(sa.text("SELECT count(*) FROM blobs WHERE chunks > 0"))
+    count = chunked.scalar_one()
+    if count:
+        raise RuntimeError(
+            f"cannot downgrade below 0003: {count} blobs are stored in chunks (prune the "
+            "messages that hold them, or keep this revision)"
+        )
     op.drop_table("blob_chunks")
     with op.batch_alter_table("blobs") as batch:
         batch.drop_column("chunks")
