@@ -70,7 +70,8 @@ def _rows(
     conn: Connection, table: Table, columns: list[str] | None = None
 ) -> Iterator[Row[tuple[object, ...]]]:
     """Every row in key order, streamed; only ``columns`` (default: all)."""
-    per = 8 if table is blob_chunks else _CHUNK
+    # Chunk rows are ~1 MiB, inline blobs up to 8 MiB: fetch few of those at a time.
+    per = 8 if table is blob_chunks else 32 if table is blobs else _CHUNK
     picked = table.columns if columns is None else [table.c[name] for name in columns]
     query = select(*picked)
     result = conn.execution_options(stream_results=True, yield_per=per).execute(

@@ -76,6 +76,9 @@ from kcbus.ledger._unit import AS_SEALED, Unit, blob_associated_data
 
 __all__ = ["DEFAULT_URL", "Ledger", "default_url"]
 
+#: Inline blob bytes re-encrypted per transaction (:meth:`Ledger.reencrypt`).
+_REENCRYPT_BYTES = 64 << 20
+
 #: The embedded default, relative to the working directory (``var/`` is git-ignored).
 DEFAULT_URL = "sqlite:///var/ledger.sqlite"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -738,11 +741,24 @@ class Ledger:
         moved = 0
         while True:
             with self._write() as conn:
-                rows = conn.execute(
-                    select(blobs)
+                # One transaction holds at most _REENCRYPT_BYTES of inline blobs, or one
+                # chunked blob (hundreds of MB): memory and the write lock stay bounded.
+                heads = conn.execute(
+                    select(blobs.c.id, blobs.c.size, blobs.c.chunks)
                     .where(blobs.c.key_id != active, blobs.c.key_id != AS_SEALED)
+                    .order_by(blobs.c.id)
                     .limit(batch)
                 ).all()
+                picked: list[int] = []
+                weight = 0
+                for head in heads:
+                    if picked and (head.chunks or weight + head.size > _REENCRYPT_BYTES):
+                        break
+                    picked.append(head.id)
+                    weight += head.size
+                    if head.chunks:
+                        break
+                rows = conn.execute(select(blobs).where(blobs.c.id.in_(picked))).all()
                 if not rows:
                     conn.execute(
                         insert(audit).values(

@@ -236,3 +236,32 @@ def test_downgrade_below_0003_refuses_while_blobs_are_chunked(tmp_path: Path) ->
         with empty._engine.connect() as conn:
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         assert version == "0002"
+
+
+def test_reencrypt_takes_a_chunked_blob_in_a_transaction_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of MB per blob: one chunked blob per write transaction, and inline blobs up
+    to a byte bound, so neither memory nor the write lock grow with the batch."""
+    from kcbus.ledger import _ledger as ledger_module
+
+    with _ledger(tmp_path) as ledger:
+        large = [_receive_large(ledger, os.urandom(SIZE)) for _ in range(2)]
+        with ledger.unit(actor="test", now=NOW) as unit:
+            small = unit.receive([NewEnvelope(os.urandom(1000), f"env-s{i}", "memory://in", None)
+                                  for i in range(3)])
+        ledger.keys.rotate()
+        monkeypatch.setattr(ledger_module, "_REENCRYPT_BYTES", 1500)
+        writes = 0
+        original = ledger._write
+
+        def counted() -> object:
+            nonlocal writes
+            writes += 1
+            return original()
+
+        monkeypatch.setattr(ledger, "_write", counted)
+        assert ledger.reencrypt(actor="ops", now=NOW) == 5
+        # each large blob alone; small ones while they fit 1,500 bytes (one each); the end
+        assert writes == 2 + 3 + 1
+        for message_id in [*large, *small]:
+            assert message_id is not None
