@@ -318,12 +318,15 @@ def _not_delivered(
     if not fresh:
         return
     addressed = _addressed(rt, unit, message)
-    faults = []
-    for d in fresh:
-        whom = d.destination if d.destination in addressed else _FURTHER
-        faults.append(
-            Fault(DELIVERY_FAILED, f"not delivered to {whom}: {d.last_error_code or 'error'}")
-        )
+    faults = [
+        Fault(DELIVERY_FAILED, f"not delivered to {d.destination}: {d.last_error_code or 'error'}")
+        for d in fresh
+        if d.destination in addressed
+    ]
+    if any(d.destination not in addressed for d in fresh):
+        # One fault for all the others, without their error codes: one per destination
+        # would count them, and a code would tell about a partner the sender does not know.
+        faults.append(Fault(DELIVERY_FAILED, f"not delivered to {_FURTHER}"))
     receipts.add(
         message,
         rt.partner(message.sender),
