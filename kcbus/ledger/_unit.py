@@ -43,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
@@ -53,7 +53,7 @@ from kcbus.ledger._chunks import CHUNK, BlobWriter, StoredBlob, open_chunked
 from kcbus.ledger._content import ContentKeyring
 from kcbus.ledger._models import DeliveryRow, MessageRow
 from kcbus.ledger._status import DeliveryStatus, Kind, Status
-from kcbus.ledger._tables import blobs, deliveries, events, message_keys, messages
+from kcbus.ledger._tables import blob_chunks, blobs, deliveries, events, message_keys, messages
 
 __all__ = [
     "AS_SEALED",
@@ -215,7 +215,6 @@ class Unit:
         if not items:
             return []
         measured = [_measure(item) for item in items]
-        digests = [digest for digest, _ in measured]
         rows = []
         seen: set[str] = set()
         for item, (digest, size) in zip(items, measured, strict=True):
@@ -248,7 +247,7 @@ class Unit:
         }
         ids: list[int | None] = []
         taken: set[str] = set()
-        for item, digest in zip(items, digests, strict=True):
+        for item, (digest, size) in zip(items, measured, strict=True):
             message_id = inserted.get(digest) if digest not in taken else None
             taken.add(digest)
             ids.append(message_id)
@@ -509,7 +508,12 @@ class Unit:
                 encrypt=encrypt,
             )
 
-        self._written.pop((message_id, kind, delivery_id), None)
+        place = (message_id, kind, delivery_id)
+        self._written.pop(place, None)
+        if replace:
+            # A pending inline row for this place would be flushed over the chunked one.
+            self._blob_replaced = [r for r in self._blob_replaced if _place(r) != place]
+            self._blobs = [r for r in self._blobs if _place(r) != place]
         return BlobWriter(
             self._conn,
             self._keys,
@@ -672,6 +676,12 @@ class Unit:
         if self._blob_replaced:
             upsert = _upsert_blob_postgres if self._postgres else _upsert_blob_sqlite
             self._many(("upsert", "blobs"), upsert, self._blob_replaced)
+            # An inline blob that replaced a chunked one (chunks is 0 now) leaves no chunks.
+            places = [
+                {"m": r["message_id"], "k": r["kind"], "d": r["delivery_id"]}
+                for r in self._blob_replaced
+            ]
+            self._many(("delete", "replaced-chunks"), _orphan_chunks, places)
             self._blob_replaced = []
         if self._blobs:
             self._many(("insert", "blobs"), lambda: insert(blobs), self._blobs)
@@ -772,12 +782,31 @@ _COMPILED: dict[tuple[str, ...], _Compiled] = {}
 def _upsert(dialect_insert: Callable[[Table], Any]) -> UpdateBase:
     """INSERT a blob, or overwrite the one at its (message, kind, delivery) place."""
     stmt = dialect_insert(blobs)
-    replaced = ("key_id", "nonce", "data", "size", "digest")
+    replaced = ("key_id", "nonce", "data", "size", "digest", "chunks")
     result: UpdateBase = stmt.on_conflict_do_update(
         index_elements=["message_id", "kind", "delivery_id"],
         set_={name: stmt.excluded[name] for name in replaced},
     )
     return result
+
+
+def _place(row: dict[str, object]) -> tuple[object, object, object]:
+    return row["message_id"], row["kind"], row["delivery_id"]
+
+
+def _orphan_chunks() -> UpdateBase:
+    """Chunks of the blob at a place whose row is inline now (``chunks`` = 0)."""
+    blob = (
+        select(blobs.c.id)
+        .where(
+            blobs.c.message_id == bindparam("m"),
+            blobs.c.kind == bindparam("k"),
+            blobs.c.delivery_id == bindparam("d"),
+            blobs.c.chunks == 0,
+        )
+        .scalar_subquery()
+    )
+    return delete(blob_chunks).where(blob_chunks.c.blob_id == blob)
 
 
 def _upsert_blob_sqlite() -> UpdateBase:

@@ -265,3 +265,44 @@ def test_reencrypt_takes_a_chunked_blob_in_a_transaction_of_its_own(
         assert writes == 2 + 3 + 1
         for message_id in [*large, *small]:
             assert message_id is not None
+
+
+@pytest.mark.parametrize("same_unit", [False, True], ids=["next-unit", "same-unit"])
+def test_a_small_reseal_over_a_chunked_one_and_back(tmp_path: Path, same_unit: bool) -> None:
+    """A re-seal may cross the inline/chunked line either way (another key or profile): the
+    place then holds exactly the new blob, no stale chunk count, no orphan chunks."""
+    large, small = os.urandom(SIZE), b"<small sealed envelope/>"
+    with _ledger(tmp_path) as ledger:
+        message_id = _receive_large(ledger, b"envelope")
+
+        def put(unit: object, data: bytes) -> None:
+            unit.put_blob_stream(  # type: ignore[attr-defined]
+                message_id, "sealed", io.BytesIO(data), delivery_id=7, replace=True,
+                encrypt=False)
+
+        if same_unit:
+            with ledger.unit(actor="test", now=NOW) as unit:
+                put(unit, small)
+                put(unit, large)  # the pending inline row must not be flushed over it
+            assert _read(ledger, message_id, "sealed", 7) == large
+        for data in (large, small, large, small):
+            with ledger.unit(actor="test", now=NOW) as unit:
+                put(unit, data)
+            assert _read(ledger, message_id, "sealed", 7) == data
+        with ledger._engine.begin() as conn:
+            row = conn.execute(select(blobs).where(blobs.c.kind == "sealed")).one()
+            left = conn.execute(select(func.count()).select_from(blob_chunks)).scalar_one()
+        assert (row.chunks, row.size, left) == (0, len(small), 0)
+
+
+def test_each_receive_event_names_its_own_envelope_size(tmp_path: Path) -> None:
+    with _ledger(tmp_path) as ledger, ledger.unit(actor="test", now=NOW) as unit:
+        ids = unit.receive([NewEnvelope(b"x" * n, f"env-{n}", "memory://in", None)
+                            for n in (10, 2000)])
+        unit.flush()
+        details = [
+            unit._conn.execute(text("SELECT detail FROM events WHERE message_id = :m"),
+                               {"m": i}).scalar_one()
+            for i in ids
+        ]
+    assert "10" in details[0] and "2000" not in details[0] and "2000" in details[1]
