@@ -5,8 +5,8 @@ when it returns: the transport is acknowledged right after), a busy timeout inst
 is locked" errors, foreign keys on, 16 KiB pages (:data:`PAGE_SIZE`). Writing transactions
 start with ``BEGIN IMMEDIATE`` so the one writer is decided at the start, not at the first
 write (no deadlock-and-retry between two processes that both read first) — that is kcbus's
-single-writer claim on SQLite. Read-only
-transactions use a plain (deferred) ``BEGIN`` and run beside the writer.
+single-writer claim on SQLite. Read-only transactions use a plain (deferred) ``BEGIN`` and
+run beside the writer.
 
 PostgreSQL: psycopg 3; claims use ``SELECT … FOR UPDATE SKIP LOCKED``.
 """
