@@ -24,7 +24,7 @@ from kcbus.pipeline import (
     seal_batch,
     validate_batch,
 )
-from tests.kcbus.world import PASSPHRASE
+from tests.kcbus.world import PASSPHRASE, Wrapped
 
 DIE_AT = sys.argv[3] if len(sys.argv) > 3 else None
 
@@ -36,26 +36,19 @@ def point(name: str) -> None:
             time.sleep(1)
 
 
-class Hooked:
+class Hooked(Wrapped):
     """A transport whose acknowledge/send stop at the crash points around them."""
 
     def __init__(self, inner: Transport, *, on_ack: str | None = None,
                  after_send: str | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.on_ack = on_ack
         self.after_send = after_send
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
 
     def acknowledge(self, delivery: Delivery) -> None:
         if self.on_ack:
             point(self.on_ack)
         self.inner.acknowledge(delivery)
-
-    def send_many(self, items: list[Outbound]) -> None:
-        for item in items:
-            self.send(item)
 
     def send(self, item: Outbound) -> None:
         self.inner.send(item)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adapters.transport import Outbound, Transport, connect
 from kcbus.bus import Bus
-from tests.kcbus.world import PASSPHRASE
+from tests.kcbus.world import PASSPHRASE, Wrapped
 
 
 def die_here() -> None:
@@ -27,20 +27,13 @@ def die_here() -> None:
         time.sleep(1)
 
 
-class Recording:
+class Recording(Wrapped):
     """A partner's real transport that logs each envelope it sent, durably."""
 
     def __init__(self, inner: Transport, log: Path, *, die_after_send: bool) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.log = log
         self.die_after_send = die_after_send
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def send_many(self, items: list[Outbound]) -> None:
-        for item in items:
-            self.send(item)
 
     def send(self, item: Outbound) -> None:
         self.inner.send(item)

@@ -105,6 +105,25 @@ routes:
 """
 
 
+class Wrapped:
+    """A real transport with some of its calls changed by a test (an outage, a refusal, a
+    crash point, a file swapped under the bus); everything else goes to ``inner``, and
+    ``send_many`` goes through the (maybe changed) ``send``."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def send_many(self, items: list[Outbound]) -> None:
+        for item in items:
+            self.send(item)
+
+    def send(self, item: Outbound) -> None:
+        self.inner.send(item)
+
+
 @dataclass
 class World:
     """The bus and its partners in one test; ``now`` moves only when a test moves it."""

@@ -15,18 +15,16 @@ from adapters.envelope import peek_envelope, seal
 from adapters.transport import Delivery, Outbound, Transport, connect
 from kcbus.ledger import MessageFilter
 from kcbus.pipeline._receive import SPOOL_ABOVE, receive_batch
-from tests.kcbus.world import BUS, World, xbau_antrag
+from tests.kcbus.world import BUS, World, Wrapped, xbau_antrag
 
 
-class SwapsOneForASymlink:
+class SwapsOneForASymlink(Wrapped):
     """A drop folder whose partner wins the race once: right after the bus claimed its
     files, one of them is replaced by a symlink to a local secret."""
 
     def __init__(self, inner: Transport, folder: Path, secret: Path) -> None:
-        self.inner, self.folder, self.secret = inner, folder, secret
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.folder, self.secret = folder, secret
 
     def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
         got = self.inner.receive(max_items, timeout)
@@ -112,13 +110,7 @@ def test_a_drop_that_grows_beyond_max_bytes_while_it_is_read_is_parked(
     (folder).mkdir()
     (folder / "waechst.env").write_bytes(b"\0" * 1000)
 
-    class GrowsAfterListing:
-        def __init__(self, inner: Transport) -> None:
-            self.inner = inner
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.inner, name)
-
+    class GrowsAfterListing(Wrapped):
         def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
             got = self.inner.receive(max_items, timeout)
             for claimed in (folder / ".claimed").rglob("waechst.env"):

@@ -16,18 +16,16 @@ from adapters.envelope import seal
 from adapters.transport import Delivery, Transport, connect
 from kcbus.ledger import MessageFilter
 from kcbus.pipeline._receive import SPOOL_ABOVE, receive_batch
-from tests.kcbus.world import BUS, World, xbau_antrag
+from tests.kcbus.world import BUS, World, Wrapped, xbau_antrag
 
 
-class ListedSmallThenSwapped:
+class ListedSmallThenSwapped(Wrapped):
     """A drop folder whose file is listed at a few bytes and is a large envelope by the time
     it is read (it grew, or a claim-check's announced size was wrong)."""
 
     def __init__(self, inner: Transport, folder: Path, large: Path) -> None:
-        self.inner, self.folder, self.large = inner, folder, large
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.folder, self.large = folder, large
 
     def receive(self, max_items: int, timeout: float = 0.0) -> list[Delivery]:
         got = self.inner.receive(max_items, timeout)

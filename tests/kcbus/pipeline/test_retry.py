@@ -15,23 +15,16 @@ from kcbus.cli import main
 from kcbus.ledger import DeliveryStatus, MessageFilter, Status
 from kcbus.pipeline import DELIVERY_FAILED
 from kcbus.receipts import ReceiptType
-from tests.kcbus.world import Keys, World, make_world, xbau_antrag
+from tests.kcbus.world import Keys, World, Wrapped, make_world, xbau_antrag
 
 
-class Outage:
+class Outage(Wrapped):
     """The district office's real (in-memory) transport behind a link that is down for the
     first ``failures`` sends — the error the transport itself raises when its peer is gone."""
 
     def __init__(self, inner: Transport, failures: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = failures
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def send_many(self, items: list[Outbound]) -> None:
-        for item in items:
-            self.send(item)
 
     def send(self, item: Outbound) -> None:
         if self.failures > 0:
