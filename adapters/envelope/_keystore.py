@@ -48,15 +48,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import json
 import os
 import re
 import shutil
-import stat
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -97,6 +94,13 @@ from adapters.envelope._keys import (
     prunable,
     to_ts,
 )
+from adapters.envelope._passphrase import (
+    PASSPHRASE_ENV,
+    PASSPHRASE_FILE_ENV,
+    PassphraseSource,
+    passphrase_from_environment,
+    read_passphrase_file,
+)
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -108,9 +112,6 @@ __all__ = [
     "read_passphrase_file",
 ]
 
-PASSPHRASE_ENV: Final = "KCBUS_KEYSTORE_PASSPHRASE"
-PASSPHRASE_FILE_ENV: Final = "KCBUS_KEYSTORE_PASSPHRASE_FILE"
-PassphraseSource = str | Callable[[], str] | None
 
 _FORMAT: Final = "kcbus-keystore"
 _META: Final = "keystore.json"
@@ -122,8 +123,6 @@ _PARTNER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PRIVATE_FOLDER: Final = re.compile(r"private(?:-([0-9]{1,9}))?")
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEK_HEADER: Final = {"alg": "A256KW", "enc": "A256GCM", "kid": "kcbus-keystore"}
-#: A passphrase file is a few bytes; anything large is the wrong file.
-_MAX_PASSPHRASE_FILE: Final = 64 * 1024
 
 
 def check_partner_id(partner: str) -> str:
@@ -132,63 +131,6 @@ def check_partner_id(partner: str) -> str:
             f"bad partner ID {partner[:64]!r}: use letters, digits, '.', '_', '-' (max 64)"
         )
     return partner
-
-
-def read_passphrase_file(path: Path) -> str:
-    """The passphrase in ``path`` (one trailing newline dropped). The file must be a regular
-    file readable by its owner only: a secret that every local user can read protects nothing."""
-    try:
-        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait for a
-        # writer forever, before the check below could refuse it.
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise KeystoreError(
-            f"cannot read passphrase file {path} ({PASSPHRASE_FILE_ENV}): {exc.strerror}"
-        ) from exc
-    # Checked on the open file, so a file swapped after the check cannot slip through.
-    info = os.fstat(fd)
-    mode = stat.S_IMODE(info.st_mode)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        problem = "is not a regular file"
-    elif mode & 0o044:
-        problem = (
-            f"is readable by group or others (mode {mode:04o}): make it 0600 or 0400 "
-            "(Kubernetes: defaultMode 0400; Docker: mode 0400)"
-        )
-    if problem is not None:
-        os.close(fd)
-        raise KeystoreError(f"passphrase file {path} {problem}")
-    os.set_blocking(fd, True)  # a regular file: back to plain reads
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(_MAX_PASSPHRASE_FILE + 1)
-    if len(data) > _MAX_PASSPHRASE_FILE:
-        raise KeystoreError(f"passphrase file {path} is larger than 64 KiB: not a passphrase")
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise KeystoreError(f"passphrase file {path} is not UTF-8 text") from exc
-    # Editors and `echo` add a newline; secret stores usually do not. Only that one goes.
-    return text.removesuffix("\n").removesuffix("\r")
-
-
-def passphrase_from_environment(keystore: Path | None = None, *, prompt: bool = True) -> str | None:
-    """The passphrase from ``KCBUS_KEYSTORE_PASSPHRASE``, else from the file named by
-    ``KCBUS_KEYSTORE_PASSPHRASE_FILE``, else (if ``prompt`` and stdin is a terminal) asked
-    for; ``None`` when there is no source. Both variables set at once is an error: which one
-    wins would be a guess."""
-    value = os.environ.get(PASSPHRASE_ENV)
-    file = os.environ.get(PASSPHRASE_FILE_ENV)
-    if value and file:
-        raise KeystoreError(f"both {PASSPHRASE_ENV} and {PASSPHRASE_FILE_ENV} are set: keep one")
-    if value:
-        return value
-    if file:
-        return read_passphrase_file(Path(file))
-    if prompt and sys.stdin is not None and sys.stdin.isatty():
-        where = "" if keystore is None else f" {keystore}"
-        return getpass.getpass(f"passphrase for keystore{where}: ")
-    return None
 
 
 def _fsync_dir(path: Path) -> None:
