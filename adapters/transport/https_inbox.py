@@ -51,6 +51,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,10 @@ BacklogProbe = Callable[[], int]
 PARTNER_URI_PREFIX = "urn:kcbus:partner:"
 _RECEIPT_NAMESPACE = uuid.UUID("6f1d8f52-3c1e-5b8e-9a55-6b6375732d69")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
+# After an answer given before the body was read, how much of the body the inbox still reads
+# and drops, and for how long, before it closes the connection (see Handler._drain)
+_DRAIN_BYTES = 64 << 20
+_DRAIN_SECONDS = 10.0
 
 
 def default_peer_of(cert: dict[str, object]) -> str | None:
@@ -329,8 +334,33 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
                 self._check_duplicate()
             except _Refusal as refusal:
                 self._refuse(refusal, close=True)
+                self._drain()
                 return False
             return super().handle_expect_100()
+
+        def _drain(self) -> None:
+            """Read and drop what the client still sends after an answer given before its body
+            was read, then let the connection close. Closing a socket with unread bytes makes
+            the kernel send a reset, and a reset can destroy the answer before the client (or
+            a proxy between us) has read it; a partner whose retry of an envelope we already
+            hold never saw its 200 would retry forever. This is the "lingering close" of
+            RFC 9112 §9.6, bounded in bytes and time so a client cannot hold a slot."""
+            length_text = self._headers().get("content-length", "")
+            left = int(length_text) if length_text.isdigit() else _DRAIN_BYTES
+            left = min(left, _DRAIN_BYTES)
+            deadline = time.monotonic() + min(_DRAIN_SECONDS, inbox.read_timeout)
+            try:
+                while left > 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self.connection.settimeout(remaining)
+                    chunk = self.rfile.read1(min(CHUNK_SIZE, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+            except (OSError, ssl.SSLError):
+                return  # the client is gone or slow: nothing more to protect
 
         def _headers(self) -> dict[str, str]:
             return {k.lower(): v for k, v in self.headers.items()}
@@ -353,19 +383,22 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
         def do_POST(self) -> None:
             if self.path.split("?")[0] != f"{inbox.base}/envelopes":
                 self._refuse(_Refusal(404, "not-found", "no such resource"), close=True)
+                self._drain()
                 return
+            storing = False  # until then, any answer comes before the body (see _drain)
             try:
                 peer, envelope_id, length = inbox.check_before_body(self.peer, self._headers())
                 duplicate = self._check_duplicate()
                 if duplicate is not None:
-                    # answer without reading the body; close so the unread body is not parsed
+                    # answer without storing the body again; close so it is not parsed
                     self._receipt(200, duplicate, envelope_id, length, True, close=True)
+                    self._drain()
                     return
+                storing = True
                 receipt, dup = inbox.store(peer, envelope_id, length,
                                            cast(BinaryIO, self.rfile))
             except _Refusal as refusal:
                 self._refuse(refusal, close=True)
-                return
             except (TimeoutError, ConnectionError, ssl.SSLError):
                 self.close_connection = True  # body never completed: nothing accepted
                 return
@@ -374,13 +407,15 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
                             exc.reason_code)
                 self._refuse(_Refusal(500, exc.reason_code, "the inbox could not store it"),
                              close=True)
-                return
             except Exception:
                 log.exception("inbox: storing an envelope from %s failed", self.peer)
                 self._refuse(_Refusal(500, "internal", "the inbox could not store it"),
                              close=True)
+            else:
+                self._receipt(200 if dup else 202, receipt, envelope_id, length, dup)
                 return
-            self._receipt(200 if dup else 202, receipt, envelope_id, length, dup)
+            if not storing:
+                self._drain()
 
         def _receipt(self, status: int, receipt: str, envelope_id: str, size: int,
                      duplicate: bool, *, close: bool = False) -> None:

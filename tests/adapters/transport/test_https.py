@@ -58,6 +58,10 @@ class Inbox:
             self.transport.acknowledge(delivery)
         return [d.envelope_id for d in got]
 
+    def holds_an_envelope(self) -> bool:
+        """Whether a delivery is published in the spool (without taking it out)."""
+        return any(p.is_file() for p in self.spool.iterdir())
+
     def leftovers(self) -> list[Path]:
         return list((self.spool / ".tmp").iterdir())
 
@@ -98,7 +102,9 @@ def test_lost_answer_then_retry_gets_the_same_receipt_and_one_copy(
     with FaultyProxy(inbox.transport.server.port) as proxy, \
             inbox.outbox(url=f"https://127.0.0.1:{proxy.port}/kcbus",
                          read_timeout=1.0) as outbox:
-        proxy.fail_next(fault, after_bytes=len(BODY))  # type: ignore[arg-type]
+        # the fault hits the answer, which only comes once the envelope is on disk
+        proxy.fail_next(fault, after_bytes=len(BODY),  # type: ignore[arg-type]
+                        answer_when=inbox.holds_an_envelope)
         with pytest.raises(TransportUnavailable):
             outbox.send(Outbound("env-lost", "bus", data=BODY))
         assert proxy.faults_done == [fault]  # the inbox did get the whole request
@@ -115,10 +121,11 @@ def test_peer_closing_the_connection_mid_body_stores_nothing(inbox: Inbox) -> No
     assert inbox.transport.server is not None
     with FaultyProxy(inbox.transport.server.port) as proxy, \
             inbox.outbox(url=f"https://127.0.0.1:{proxy.port}/kcbus") as outbox:
-        proxy.fail_next("drop", after_bytes=4096)  # cut while the body is on its way
+        proxy.fail_next("cut", after_bytes=64 << 10)  # while the body is on its way
         big = fake_envelope(b"x" * (4 << 20))
         with pytest.raises(TransportUnavailable):
             outbox.send(Outbound("env-cut", "bus", data=big))
+        assert proxy.faults_done == ["cut"]
     assert inbox.stored() == []
     with inbox.outbox() as outbox:
         outbox.send(Outbound("env-cut", "bus", data=big))
@@ -245,3 +252,17 @@ def test_real_sealed_envelope_sender_must_match_the_certificate(https_pki: TestP
         inbox.transport.acknowledge(delivery)
     finally:
         inbox.transport.close()
+
+
+def test_retry_of_a_stored_large_envelope_gets_its_receipt(inbox: Inbox) -> None:
+    """The inbox answers a duplicate without storing its body again; it must still read what
+    the client sends, or closing the socket on unread bytes resets the connection and the
+    answer is lost (the partner would retry forever)."""
+    big = fake_envelope(b"<xbau:baugenehmigung.antrag.0200/>" * 120_000)  # ~4 MB
+    with inbox.outbox() as outbox:
+        outbox.send(Outbound("env-big", "bus", data=big))
+        first = outbox.last_receipt
+        for _ in range(5):
+            outbox.send(Outbound("env-big", "bus", data=big))
+            assert outbox.last_receipt == first
+    assert inbox.stored() == ["env-big"]
