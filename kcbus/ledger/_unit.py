@@ -695,6 +695,23 @@ class Unit:
         rows = self._conn.execute(select(messages).where(messages.c.parent_id.in_(ids))).mappings()
         return [MessageRow.from_mapping(r) for r in rows]
 
+    def receipt_statuses(
+        self, parent_ids: Iterable[int], receipt_type: str
+    ) -> dict[int, list[Status]]:
+        """The statuses of the receipts of ``receipt_type`` already written about each parent
+        (parents without one are absent): one light, indexed read for a whole batch."""
+        self.flush()
+        ids = list(parent_ids)
+        if not ids:
+            return {}
+        query = select(messages.c.parent_id, messages.c.status).where(
+            messages.c.parent_id.in_(ids), messages.c.receipt_type == receipt_type
+        )
+        out: dict[int, list[Status]] = defaultdict(list)
+        for r in self._conn.execute(query).all():
+            out[int(r.parent_id)].append(Status(r.status))
+        return out
+
     # -- flush ------------------------------------------------------------------------------
 
     def flush(self) -> None:

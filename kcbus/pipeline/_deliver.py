@@ -28,7 +28,8 @@ permanent errors (refused by the peer, too large, misconfigured) are DEAD at onc
 one place delivery retries live.
 
 A message is DELIVERED when all its deliveries are; then its sender gets a
-Zustellbestätigung. When that receipt is delivered the message is ACKNOWLEDGED. Receipts
+Zustellbestätigung, once (an operator's resend delivers again but confirms nothing new, see
+:func:`_confirm`). When that receipt is delivered the message is ACKNOWLEDGED. Receipts
 themselves end DELIVERED.
 
 A message that goes DEAD (a delivery out of retries, refused for good, or impossible to seal)
@@ -481,6 +482,7 @@ def _summarise(
     """Set each message's status from all its deliveries; receipts and acknowledgements."""
     receipts = ReceiptQueue(rt)
     parents: list[MessageRow] = []
+    delivered: list[tuple[MessageRow, list[DeliveryRow]]] = []
     for message_id, deliveries in unit.deliveries_of(messages).items():
         message = messages[message_id]
         statuses = {d.status for d in deliveries}
@@ -504,15 +506,7 @@ def _summarise(
             if message.kind is Kind.RECEIPT:
                 parents.append(message)
             else:
-                receipts.add(
-                    message,
-                    rt.partner(message.sender),
-                    ReceiptType.DELIVERED,
-                    reference=reference_of(message),
-                    test=message.test,
-                    unit=unit,
-                    handovers=_handovers(rt, unit, message, deliveries),
-                )
+                delivered.append((message, deliveries))
         elif DeliveryStatus.DEAD in statuses:
             dead = next(d for d in deliveries if d.status is DeliveryStatus.DEAD)
             if message.status is not Status.DEAD:
@@ -550,8 +544,49 @@ def _summarise(
                 reason_code=waiting[0].last_error_code,
                 reason=waiting[0].last_error,
             )
+    _confirm(rt, unit, delivered, receipts, counts)
     counts.receipts += receipts.flush(unit)
     _acknowledge(unit, parents, counts)
+
+
+def _confirm(
+    rt: Runtime,
+    unit: Unit,
+    delivered: list[tuple[MessageRow, list[DeliveryRow]]],
+    receipts: ReceiptQueue,
+    counts: StageCounts,
+) -> None:
+    """Queue the Zustellbestätigung of each message that is now DELIVERED, unless its sender
+    already has one on its way: an operator's resend delivers the message again, but to the
+    sender it is the same message, delivered once (XÖV receipts are about the message, not
+    about envelopes). Such a message is ACKNOWLEDGED again once that earlier receipt is
+    delivered, now or when it is (see :func:`_acknowledge`). A confirmation that went DEAD
+    never reached the sender, so a new one is written."""
+    earlier = unit.receipt_statuses(
+        (m.ledger_id for m, _ in delivered), ReceiptType.DELIVERED.kind
+    )
+    for message, deliveries in delivered:
+        sent = [s for s in earlier.get(message.ledger_id, ()) if s is not Status.DEAD]
+        if not sent:
+            receipts.add(
+                message,
+                rt.partner(message.sender),
+                ReceiptType.DELIVERED,
+                reference=reference_of(message),
+                test=message.test,
+                unit=unit,
+                handovers=_handovers(rt, unit, message, deliveries),
+            )
+            continue
+        if Status.DELIVERED in sent:
+            unit.update(message.ledger_id, status=Status.ACKNOWLEDGED)
+            counts.acknowledged += 1
+        unit.event(
+            message.ledger_id,
+            "acknowledge",
+            Status.ACKNOWLEDGED if Status.DELIVERED in sent else None,
+            detail="the sender has its Zustellbestätigung from before the resend",
+        )
 
 
 def _acknowledge(unit: Unit, receipts: list[MessageRow], counts: StageCounts) -> None:

@@ -2,7 +2,8 @@
 names only destinations the sender addressed itself (its header's readers): a copy the route
 adds (an archive, a supervisory office) is "a further destination", without its partner ID,
 name or address. A destination that had the message before an operator's resend gets no
-Rückweisung when the repeat fails: the sender was told it was delivered, and it was."""
+Rückweisung when the repeat fails: the sender was told it was delivered, and it was; nor does a
+repeat that succeeds send a second Zustellbestätigung."""
 
 from __future__ import annotations
 
@@ -132,3 +133,38 @@ def test_several_failed_copies_are_one_fault_without_their_codes(world: World) -
     assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.REJECTED]
     (fault,) = receipts[1].faults  # not one per hidden destination: that would count them
     assert fault.text == "not delivered to a further destination"
+
+
+def test_a_successful_resend_sends_no_second_zustellbestaetigung(world: World) -> None:
+    ref = _message(world)
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.DELIVERED]
+
+    world.now += timedelta(minutes=1)
+    world.bus.ledger.resend([ref], actor="oncall", reason="lra lost it", now=world.now)
+    world.bus.drain()
+    delivered, _ = world.collect("lra")
+    assert len(delivered) == 2  # the district office got it again...
+    _, receipts = world.collect("gemeinde-a")
+    assert receipts == []  # ...the sender, told "delivered" before, hears nothing new
+    history = world.bus.ledger.history(ref)
+    assert history.message.status is Status.ACKNOWLEDGED
+    assert [e.detail for e in history.events if e.stage == "acknowledge"][-1] == (
+        "the sender has its Zustellbestätigung from before the resend"
+    )
+
+
+def test_a_resend_after_a_rueckweisung_confirms_the_delivery(world: World) -> None:
+    refuses = _refusing(world, "lra")
+    ref = _message(world)
+    assert world.bus.ledger.get(ref).status is Status.DEAD
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.ACCEPTED, ReceiptType.REJECTED]
+
+    refuses.refusing = False
+    world.now += timedelta(minutes=1)
+    world.bus.ledger.resend([ref], actor="oncall", reason="lra fixed", now=world.now)
+    world.bus.drain()
+    _, receipts = world.collect("gemeinde-a")
+    assert [r.type for r in receipts] == [ReceiptType.DELIVERED]  # this one is news
+    assert world.bus.ledger.get(ref).status is Status.ACKNOWLEDGED
