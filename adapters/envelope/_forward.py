@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from adapters.envelope._container import (
     HEADER,
@@ -30,9 +31,12 @@ from adapters.envelope._seal import Piece, SealedEnvelope
 __all__ = ["forward_content"]
 
 
-def forward_content(source: bytes | Path, label: OpenedLabel) -> SealedEnvelope:
+def forward_content(source: bytes | Path | BinaryIO, label: OpenedLabel) -> SealedEnvelope:
     """The content of ``source`` for its final recipient; ``label`` is what
-    :func:`~adapters.envelope.open_label` returned for the same envelope."""
+    :func:`~adapters.envelope.open_label` returned for the same envelope.
+
+    A stream must be seekable and stay open while the result is written: the attachment
+    records are read from it then, from their offset (nothing is copied ahead)."""
     with as_stream(source) as stream:
         reader = Reader(stream)
         if reader.compact is not None:
@@ -68,9 +72,14 @@ def forward_content(source: bytes | Path, label: OpenedLabel) -> SealedEnvelope:
             if isinstance(source, bytes):
                 yield memoryview(source)[rest:]
                 return
-            with open(source, "rb") as copy:
-                copy.seek(rest)
-                while block := copy.read(1 << 20):
+            with as_stream(source) as stream:
+                stream.seek(rest)
+                left = total - rest
+                while left > 0:
+                    block = stream.read(min(1 << 20, left))
+                    if not block:
+                        raise Malformed("container", detail="the envelope ended early")
+                    left -= len(block)
                     yield block
 
     return SealedEnvelope(

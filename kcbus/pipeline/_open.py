@@ -20,7 +20,7 @@ already opened is refused (:class:`adapters.envelope.Replayed`).
 
 Memory: a large envelope (stored in chunks, see :mod:`kcbus.ledger._chunks`) is opened from
 the ledger's stream, never whole: attachments go to scratch (and are deleted at once), and
-end-to-end content is forwarded from a scratch copy of the envelope into a chunked blob.
+end-to-end content is forwarded from the stored envelope's stream into a chunked blob.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def open_rows(
                 info = peeked[row.ledger_id]
                 if info is None:
                     raise Malformed("container", envelope_id=row.envelope_id)
-                result = _open_one(rt, row, raws[row.ledger_id], guard, info.has_label, cleanup)
+                result = _open_one(rt, row, raws[row.ledger_id], guard, info.has_label)
             except _Refused as refused:
                 fields = _fields(refused.facts, refused.envelope_id, refused.sender, None)
                 reject(
@@ -296,7 +296,6 @@ def _open_one(
     raw: _Raw,
     guard: _Guard,
     has_label: bool,
-    cleanup: contextlib.ExitStack,
 ) -> _Opened:
     as_of = row.received_at
     tree: etree._ElementTree | None = None
@@ -309,9 +308,9 @@ def _open_one(
             content = forward_content(raw, label).data()
             digest = hashlib.sha256(content).hexdigest()
         else:
-            # forward_content takes bytes or a path: a scratch copy, read again when stored
-            # (gone at the end of the batch). Digest: computed while it is stored.
-            content = forward_content(_scratch_copy(rt, row, raw, cleanup), label)
+            # read from the stored envelope when it is stored (the stream stays open for the
+            # batch). Digest: computed while it is stored.
+            content = forward_content(raw, label)
             digest = ""
         facts = Facts(
             message_uuid=label.label.message_id,
@@ -371,21 +370,6 @@ def _open_one(
     except PartnerFault as exc:
         raise _Refused(exc, sender, facts, envelope_id) from exc
     return _Opened(facts, content, envelope_id, sender, route, tree, digest)
-
-
-def _scratch_copy(
-    rt: Runtime, row: MessageRow, raw: BinaryIO, cleanup: contextlib.ExitStack
-) -> Path:
-    """``raw`` copied in chunks to a file in scratch, removed when ``cleanup`` closes."""
-    folder = Path(rt.scratch or tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"kcbus-forward-{row.ledger_id}-", dir=folder)
-    path = Path(name)
-    cleanup.callback(path.unlink, missing_ok=True)
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(raw, out, 1 << 20)
-    _rewind(raw)
-    return path
 
 
 def _admit(rt: Runtime, row: MessageRow, facts: Facts, sender: Partner) -> Route:

@@ -168,6 +168,10 @@ def test_end_to_end_bus_routes_by_label_and_cannot_read_the_content(
     assert forwarded.is_compact is (not with_attachment)
     data = forwarded.data()
     assert len(data) == forwarded.size
+    with envelope.open("rb") as stream:  # the bus forwards from the ledger's stream
+        from_stream = forward_content(stream, label)
+        assert from_stream.data() == data
+        assert from_stream.data() == data  # a transport may read it again
     opened = open_envelope(data, keystore=stores["gp"], now=NOW,
                            replay_guard=InMemoryReplayGuard(), attachments_dir=tmp_path / "gp")
     assert opened.message == MESSAGE
