@@ -42,6 +42,12 @@ Invariants:
   reloads only when another process changed the directory (checked by mtime, cheap).
 - Revocation is sticky: importing a key set can add a revocation, never lift one, and never
   brings back a key that :meth:`Keystore.prune` removed.
+- Validity is sticky too: importing a key set can shorten a known key's validity (``nbf``
+  later, ``exp`` earlier), never lengthen it. Otherwise re-importing an export from before a
+  rotation would make the old key valid again for as long as it was then. Where the set offers
+  a longer bound (or none), the stored one stays, the rest of the set is imported, and
+  ``keystore.log`` lists the key under ``kept_stored_validity``. A key that must be used longer
+  needs a new key (the owner rotates), not a new date.
 """
 
 from __future__ import annotations
@@ -190,6 +196,23 @@ def _algorithms_for(jwk: JSON, key: Key) -> tuple[Use, str]:
         f"key {jwk.get('kid')} (kty {jwk.get('kty')}, use {use}, alg {alg}) fits neither "
         "profile: modern = Ed25519/X25519, fitconnect = RSA PS512/RSA-OAEP-256"
     )
+
+
+def _keep_shorter_validity(stored: JSON, imported: JSON) -> bool:
+    """Give ``imported``, a new JWK of a known key, the shorter of both validities: the later
+    ``nbf`` and the earlier ``exp`` (a missing one is unbounded). True if the import offered a
+    longer bound, so a stored one stayed: an old key set must not revive a key that a rotation
+    (or a partner's shorter set) already cut short."""
+    longer = False
+    stored_nbf, nbf = stored.get("nbf"), imported.get("nbf")
+    if isinstance(stored_nbf, int) and (not isinstance(nbf, int) or nbf < stored_nbf):
+        imported["nbf"] = stored_nbf
+        longer = True
+    stored_exp, exp = stored.get("exp"), imported.get("exp")
+    if isinstance(stored_exp, int) and (not isinstance(exp, int) or exp > stored_exp):
+        imported["exp"] = stored_exp
+        longer = True
+    return longer
 
 
 @dataclass
@@ -843,10 +866,14 @@ class Keystore:
     def import_public(
         self, partner: str, jwks: Mapping[str, object], *, now: datetime
     ) -> list[KeyInfo]:
-        """Add or update a partner's public keys from its exported JWK set.
+        """Add or update a partner's public keys from its exported JWK set. Gives the
+        partner's keys as stored afterwards.
 
-        Keys keep the owner's ``kid`` (else get the RFC 7638 thumbprint); validity dates
-        follow the newer set; a revocation is kept forever."""
+        Keys keep the owner's ``kid`` (else get the RFC 7638 thumbprint). New keys come in
+        with the set's dates; a known key's validity may only shrink (the later ``nbf``, the
+        earlier ``exp`` of stored and imported wins), and a revocation is kept forever. Keys
+        whose stored validity was kept over a longer imported one are listed in the audit line
+        (``kept_stored_validity``), pruned keys left out (``skipped_pruned``)."""
         check_partner_id(partner)
         keys = jwks.get("keys")
         if not isinstance(keys, list) or not keys:
@@ -879,6 +906,7 @@ class Keystore:
             merged = {str(e.jwk["kid"]): dict(e.jwk) for e in self._entries.get(partner, ())}
             pruned_by = {kid: name for name, kids in self._pruned.items() for kid in kids}
             skipped: list[str] = []
+            kept_validity: list[str] = []
             for jwk in incoming:
                 kid = str(jwk["kid"])
                 owner = self._by_kid.get(kid)
@@ -891,8 +919,11 @@ class Keystore:
                     skipped.append(kid)
                     continue
                 old = merged.get(kid)
-                if old is not None and "revoked" in old:
-                    jwk["revoked"] = old["revoked"]
+                if old is not None:
+                    if "revoked" in old:
+                        jwk["revoked"] = old["revoked"]
+                    if _keep_shorter_validity(old, jwk):
+                        kept_validity.append(kid)
                 merged[kid] = jwk
             self._save_public(partner, list(merged.values()))
             self._audit(
@@ -901,6 +932,7 @@ class Keystore:
                 partner=partner,
                 kids=[str(jwk["kid"]) for jwk in incoming if jwk["kid"] not in skipped],
                 skipped_pruned=skipped,
+                kept_stored_validity=kept_validity,
             )
         return self.keys(partner)
 
