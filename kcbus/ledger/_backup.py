@@ -47,10 +47,11 @@ __all__ = ["FORMAT", "backup", "fingerprint", "restore"]
 FORMAT = "kcbus-ledger-backup/1"
 #: Schema revisions whose backups restore row for row: their tables hold the columns of
 #: HEAD_REVISION or a subset whose missing columns have defaults (0002 added an index; 0003 added
-#: ``blobs.chunks``, default 0, and the ``blob_chunks`` table, absent from older backups). Restore
+#: ``blobs.chunks``, default 0, and the ``blob_chunks`` table, absent from older backups; 0004
+#: added ``blobs.salt``, NULL: the chunk binding such a backup's chunked blobs have). Restore
 #: copies the columns the backup has. A migration that changes columns otherwise must not be
 #: added here; it needs a restore that upgrades the rows.
-ROW_COMPATIBLE_REVISIONS = frozenset({"0001", "0002", HEAD_REVISION})
+ROW_COMPATIBLE_REVISIONS = frozenset({"0001", "0002", "0003", HEAD_REVISION})
 #: Parents before children (foreign keys hold at every insert); rows in key order.
 _TABLES: tuple[Table, ...] = (messages, message_keys, deliveries, events, blobs, blob_chunks, audit)
 #: Rows per insert, and bytes: whichever comes first (chunk rows are ~1 MiB each).

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from kcbus._errors import LedgerError, LedgerUnavailable, NotFound
-from kcbus.ledger._chunks import chunk_associated_data, open_chunked
+from kcbus.ledger._chunks import ChunkedBlob, open_chunked, reencrypt_chunked
 from kcbus.ledger._content import ContentKeyring
 from kcbus.ledger._engine import WRITE, make_engine, sqlite_path
 from kcbus.ledger._models import (
@@ -479,15 +479,7 @@ class Ledger:
             if row is None:
                 raise LedgerError(f"message {message.ref} has no readable content in the ledger")
             if row.chunks:  # the operator asked for it whole
-                with open_chunked(
-                    conn,
-                    self.keys,
-                    blob_id=row.id,
-                    place=(message.ledger_id, "content", 0),
-                    key_id=row.key_id,
-                    chunks=row.chunks,
-                    size=row.size,
-                ) as src:
+                with open_chunked(conn, self.keys, ChunkedBlob.from_row(row)) as src:
                     data = src.read()
             else:
                 data = self.keys.decrypt(
@@ -770,8 +762,8 @@ class Ledger:
                     )
                     return moved
                 for r in rows:
-                    if r.chunks:
-                        self._reencrypt_chunks(conn, r)
+                    if r.chunks:  # chunk by chunk, under a fresh salt
+                        reencrypt_chunked(conn, self.keys, ChunkedBlob.from_row(r))
                         continue
                     associated = blob_associated_data(r.message_id, r.kind, r.delivery_id)
                     plain = self.keys.decrypt(r.key_id, r.nonce, r.data, associated)
@@ -782,28 +774,6 @@ class Ledger:
                         .values(key_id=sealed.key_id, nonce=sealed.nonce, data=sealed.data)
                     )
                 moved += len(rows)
-
-    def _reencrypt_chunks(self, conn: Connection, r: object) -> None:
-        """One chunked blob to the active key, chunk by chunk (one chunk in memory)."""
-        blob_id, key_id, count = r.id, r.key_id, r.chunks  # type: ignore[attr-defined]
-        place = (r.message_id, r.kind, r.delivery_id)  # type: ignore[attr-defined]
-        for seq in range(count):
-            chunk = conn.execute(
-                select(blob_chunks.c.nonce, blob_chunks.c.data).where(
-                    blob_chunks.c.blob_id == blob_id, blob_chunks.c.seq == seq
-                )
-            ).first()
-            if chunk is None:
-                raise LedgerError(f"ledger blob {blob_id} lacks chunk {seq} (truncated)")
-            associated = chunk_associated_data(*place, seq, seq == count - 1)
-            plain = self.keys.decrypt(key_id, chunk.nonce, chunk.data, associated)
-            sealed = self.keys.encrypt(plain, associated)
-            conn.execute(
-                update(blob_chunks)
-                .where(blob_chunks.c.blob_id == blob_id, blob_chunks.c.seq == seq)
-                .values(nonce=sealed.nonce, data=sealed.data)
-            )
-        conn.execute(update(blobs).where(blobs.c.id == blob_id).values(key_id=self.keys.active))
 
     def backup(self, path: Path, *, actor: str, now: datetime) -> dict[str, int]:
         from kcbus.ledger._backup import backup

@@ -12,7 +12,9 @@ Invariants:
   already and are stored as sealed (``key_id`` = ``as-sealed``, empty nonce; see
   :mod:`kcbus.ledger._unit`). A large blob (above :data:`kcbus.ledger._chunks.INLINE_MAX`)
   keeps an empty ``data`` and ``chunks`` > 0: its content is in ``blob_chunks`` (migration
-  0003), one row per ~1 MiB piece, each encrypted on its own (see :mod:`kcbus.ledger._chunks`).
+  0003), one row per ~1 MiB piece, each encrypted on its own (see :mod:`kcbus.ledger._chunks`);
+  an encrypted one written since migration 0004 has a random ``salt`` that every chunk's
+  associated data names, so a chunk of an earlier blob at the same place does not open in it.
 - ``audit``: operator actions that touch many rows (backup, restore, prune, key rotation).
 - Actors (``events.actor``, ``audit.actor``, ``messages.resolved_by``) hold at most
   :data:`ACTOR_LENGTH` characters; longer ones are clipped deterministically by
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this code's tables correspond to.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 #: Characters an actor column holds. 200 characters stay far below PostgreSQL's B-tree entry
 #: limit (2,704 bytes) even in 4-byte UTF-8, so ``ix_events_actor_message_id`` can never refuse
@@ -194,6 +196,9 @@ blobs = Table(
     Column("digest", String(64), nullable=False),
     # 0: the content is ``data``; n > 0: ``data`` is empty, the content is n blob_chunks rows.
     Column("chunks", Integer, nullable=False, server_default="0"),
+    # Chunked and encrypted: 16 random bytes naming this blob in its chunks' associated data.
+    # NULL: inline, stored as sealed, or chunked before migration 0004 (chunk binding v1).
+    Column("salt", LargeBinary(16)),
     UniqueConstraint("message_id", "kind", "delivery_id"),
 )
 

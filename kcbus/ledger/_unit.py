@@ -54,7 +54,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
 
 from kcbus._errors import LedgerError
-from kcbus.ledger._chunks import CHUNK, BlobWriter, StoredBlob, open_chunked
+from kcbus.ledger._chunks import CHUNK, BlobWriter, ChunkedBlob, StoredBlob, open_chunked
 from kcbus.ledger._content import ContentKeyring
 from kcbus.ledger._models import DeliveryRow, MessageRow
 from kcbus.ledger._status import DeliveryStatus, Kind, Status
@@ -630,21 +630,12 @@ class Unit:
         return out
 
     def _stored(self, r: Any) -> StoredBlob:
-        place = (int(r.message_id), str(r.kind), int(r.delivery_id))
-        blob_id, key_id, chunks, size = int(r.id), str(r.key_id), int(r.chunks), int(r.size)
+        blob = ChunkedBlob.from_row(r)
 
         def opener() -> BinaryIO:
-            return open_chunked(
-                self._conn,
-                self._keys,
-                blob_id=blob_id,
-                place=place,
-                key_id=key_id,
-                chunks=chunks,
-                size=size,
-            )
+            return open_chunked(self._conn, self._keys, blob)
 
-        return StoredBlob(*place, size=size, digest=str(r.digest), _opener=opener)
+        return StoredBlob(*blob.place, size=blob.size, digest=blob.digest, _opener=opener)
 
     def opened_envelope_ids(self, envelope_ids: Iterable[str], exclude: Iterable[int]) -> set[str]:
         """Which of these envelope IDs another message already opened (replay protection)."""
@@ -833,7 +824,8 @@ _COMPILED: dict[tuple[str, ...], _Compiled] = {}
 def _upsert(dialect_insert: Callable[[Table], Any]) -> UpdateBase:
     """INSERT a blob, or overwrite the one at its (message, kind, delivery) place."""
     stmt = dialect_insert(blobs)
-    replaced = ("key_id", "nonce", "data", "size", "digest", "chunks")
+    # ``salt`` too: the row is inline now (NULL), whatever stood at the place before.
+    replaced = ("key_id", "nonce", "data", "size", "digest", "chunks", "salt")
     result: UpdateBase = stmt.on_conflict_do_update(
         index_elements=["message_id", "kind", "delivery_id"],
         set_={name: stmt.excluded[name] for name in replaced},

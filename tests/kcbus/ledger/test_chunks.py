@@ -226,7 +226,11 @@ def test_downgrade_below_0003_refuses_while_blobs_are_chunked(tmp_path: Path) ->
     """Revision 0002 has nowhere to keep a chunked blob: the downgrade must not leave those
     blobs empty; without any, it goes through."""
     with _ledger(tmp_path) as ledger:
-        _receive_large(ledger, os.urandom(SIZE))
+        message_id = _receive_large(ledger, b"envelope")
+        with ledger.unit(actor="test", now=NOW) as unit:  # as sealed: no salt for 0004 to refuse
+            unit.put_blob_stream(
+                message_id, "sealed", io.BytesIO(os.urandom(SIZE)), delivery_id=7, encrypt=False
+            )
         with pytest.raises(RuntimeError, match="stored in chunks"):
             _downgrade_to_0002(ledger)
         with ledger._engine.begin() as conn:

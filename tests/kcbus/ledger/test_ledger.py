@@ -39,7 +39,7 @@ def _assert_schema_matches(url: str) -> None:
 
 def test_migrated_schema_is_the_code_schema_on_sqlite(tmp_path: Path) -> None:
     with _ledger(tmp_path) as ledger:
-        assert ledger.revision() == HEAD_REVISION == "0003"
+        assert ledger.revision() == HEAD_REVISION == "0004"
         _assert_schema_matches(ledger.url)
 
 
@@ -48,7 +48,7 @@ def test_migrated_schema_is_the_code_schema_on_postgres(
     postgres_url: str, tmp_path: Path
 ) -> None:
     with Ledger(postgres_url, keys=tmp_path / "k.keys") as ledger:
-        assert ledger.revision() == HEAD_REVISION == "0003"
+        assert ledger.revision() == HEAD_REVISION == "0004"
         _assert_schema_matches(postgres_url)
         _receive(ledger, b"x")
         with pytest.raises(DatabaseError, match="append-only"), ledger._engine.begin() as conn:

@@ -271,7 +271,7 @@ def test_a_ledger_at_revision_0001_is_upgraded_and_keeps_its_data(tmp_path: Path
         assert old.revision() == "0001"
         ids = _messages(old, 3, actor="airflow:a/r/t")
     with Ledger(url) as ledger:
-        assert ledger.revision() == "0003"
+        assert ledger.revision() == "0004"
         found = ledger.search(MessageFilter(actor="airflow:a/r/t"))
         assert sorted(m.ledger_id for m in found) == ids
     engine = create_engine(url)
