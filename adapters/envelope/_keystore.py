@@ -33,6 +33,11 @@ never a mix. Leftover folders of an interrupted change (the half-written new one
 one still encrypted under the old, maybe leaked, passphrase) are swept as soon as a process
 notices them: on every write, and on a reload when no other process holds the lock.
 
+Where the code is: :class:`Keystore` here (reading, the hot path, unlocking, writing keys);
+``_keystore_passphrase_change`` changes the passphrase and sweeps leftovers, ``_keystore_prune``
+prunes, ``_keystore_files`` writes files atomically and holds the names they share,
+``_keystore_entries`` the index entries and the order that says which key is newest.
+
 Invariants:
 - A ``kid`` belongs to exactly one partner; lookups by ``kid`` are unambiguous.
 - Every private file in the current folder is encrypted under the key that ``keystore.json``'s
@@ -56,11 +61,8 @@ import contextlib
 import fcntl
 import json
 import os
-import re
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, cast
@@ -73,6 +75,7 @@ from joserfc import jwe as joserfc_jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, OctKey, OKPKey, RSAKey, import_key
 
+from adapters.envelope import _keystore_passphrase_change, _keystore_prune
 from adapters.envelope._errors import (
     KeystoreError,
     NoSuchPartner,
@@ -97,9 +100,19 @@ from adapters.envelope._keys import (
     KeyInfo,
     Profile,
     Use,
-    prunable,
     to_ts,
 )
+from adapters.envelope._keystore_entries import Entry, newest_first, order
+from adapters.envelope._keystore_files import (
+    CHECK,
+    KEK_HEADER,
+    PRIVATE_FOLDER,
+    check_partner_id,
+    dumps,
+    mtime,
+    write_atomic,
+)
+from adapters.envelope._keystore_prune import PrunedKey
 from adapters.envelope._passphrase import (
     PASSPHRASE_ENV,
     PASSPHRASE_FILE_ENV,
@@ -122,57 +135,8 @@ __all__ = [
 _FORMAT: Final = "kcbus-keystore"
 _META: Final = "keystore.json"
 _LOG: Final = "keystore.log"
-_CHECK: Final = b"kcbus keystore passphrase check"
 _SCRYPT: Final = {"n": 2**15, "r": 8, "p": 3}
-_PARTNER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-#: The private-key folders: ``private`` (the first), ``private-N`` after passphrase changes.
-_PRIVATE_FOLDER: Final = re.compile(r"private(?:-([0-9]{1,9}))?")
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_KEK_HEADER: Final = {"alg": "A256KW", "enc": "A256GCM", "kid": "kcbus-keystore"}
-
-
-def check_partner_id(partner: str) -> str:
-    if not _PARTNER_ID.fullmatch(partner):
-        raise KeystoreError(
-            f"bad partner ID {partner[:64]!r}: use letters, digits, '.', '_', '-' (max 64)"
-        )
-    return partner
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable (POSIX leaves that to the directory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return 0
-
-
-def _dumps(value: object) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _algorithms_for(jwk: JSON, key: Key) -> tuple[Use, str]:
@@ -215,22 +179,6 @@ def _keep_shorter_validity(stored: JSON, imported: JSON) -> bool:
     return longer
 
 
-@dataclass
-class _Entry:
-    info: KeyInfo
-    jwk: JSON  # public JWK with kcbus members
-
-
-@dataclass(frozen=True, slots=True)
-class PrunedKey:
-    """One key :meth:`Keystore.prune` removed (or, in a dry run, would remove): its private
-    half, its public JWK, or both."""
-
-    info: KeyInfo
-    private: bool
-    public: bool
-
-
 class Keystore:
     """A keystore directory (created on first write). See the module docstring."""
 
@@ -241,8 +189,8 @@ class Keystore:
         self._kek_check: str | None = None  # the check of keystore.json that _kek opened
         self._meta_check: str | None = None  # the check keystore.json holds now
         self._private_name = "private"
-        self._entries: dict[str, list[_Entry]] = {}
-        self._by_kid: dict[str, _Entry] = {}
+        self._entries: dict[str, list[Entry]] = {}
+        self._by_kid: dict[str, Entry] = {}
         self._pruned: dict[str, list[str]] = {}
         self._public: dict[str, VerifyKey | EncryptKey] = {}
         self._private: dict[str, SignKey | DecryptKey] = {}
@@ -269,7 +217,7 @@ class Keystore:
         return self.path / _META
 
     def _current_stamp(self) -> tuple[int, int, int]:
-        return _mtime(self._meta_file), _mtime(self._partners_dir), _mtime(self._private_dir)
+        return mtime(self._meta_file), mtime(self._partners_dir), mtime(self._private_dir)
 
     def _read_meta(self) -> dict[str, object] | None:
         try:
@@ -284,7 +232,7 @@ class Keystore:
             or not isinstance(meta.get("kdf"), dict)
             or not isinstance(meta.get("check"), str)
             or not isinstance(folder, str)
-            or not _PRIVATE_FOLDER.fullmatch(folder)
+            or not PRIVATE_FOLDER.fullmatch(folder)
         ):
             raise KeystoreError(f"{self._meta_file} is damaged")
         return meta
@@ -306,7 +254,7 @@ class Keystore:
         if stamp == self._stamp:
             return
         if not self._holding_lock:
-            self._sweep_if_unlocked()
+            _keystore_passphrase_change.sweep_if_unlocked(self)
         for _attempt in range(3):
             self._load_meta()
             entries, by_kid, pruned = self._scan()
@@ -317,9 +265,9 @@ class Keystore:
             stamp = after
         self._entries, self._by_kid, self._pruned, self._stamp = entries, by_kid, pruned, after
 
-    def _scan(self) -> tuple[dict[str, list[_Entry]], dict[str, _Entry], dict[str, list[str]]]:
-        entries: dict[str, list[_Entry]] = {}
-        by_kid: dict[str, _Entry] = {}
+    def _scan(self) -> tuple[dict[str, list[Entry]], dict[str, Entry], dict[str, list[str]]]:
+        entries: dict[str, list[Entry]] = {}
+        by_kid: dict[str, Entry] = {}
         pruned: dict[str, list[str]] = {}
         if not self._partners_dir.is_dir():
             return entries, by_kid, pruned
@@ -334,7 +282,7 @@ class Keystore:
             try:
                 content = json.loads(file.read_bytes())
                 listed = [
-                    _Entry(KeyInfo.from_jwk(partner, jwk, private=jwk["kid"] in own), jwk)
+                    Entry(KeyInfo.from_jwk(partner, jwk, private=jwk["kid"] in own), jwk)
                     for jwk in content["keys"]
                 ]
                 gone = [str(kid) for kid in content.get("pruned", [])]
@@ -360,7 +308,7 @@ class Keystore:
         out: list[KeyInfo] = []
         for name in names:
             infos = [e.info for e in self._entries[name]]
-            out.extend(_newest_first(infos))
+            out.extend(newest_first(infos))
         return out
 
     def key(self, kid: str) -> KeyInfo | None:
@@ -385,19 +333,19 @@ class Keystore:
 
     # --- hot path (used by seal/open) ----------------------------------------------------
 
-    def _pick(self, partner: str, use: Use, now: datetime, *, private: bool) -> _Entry:
+    def _pick(self, partner: str, use: Use, now: datetime, *, private: bool) -> Entry:
         entries = self._entries.get(partner)
         if entries is None:
             self.refresh(force=True)
             entries = self._entries.get(partner)
             if entries is None:
                 raise NoSuchPartner(partner)
-        best: _Entry | None = None
+        best: Entry | None = None
         for entry in entries:
             info = entry.info
             if info.use != use or (private and not info.private) or not info.valid_at(now):
                 continue
-            if best is None or _order(info) > _order(best.info):
+            if best is None or order(info) > order(best.info):
                 best = entry
         if best is None:
             raise NoUsableKey(partner, use if not private else f"private {use}")
@@ -433,14 +381,14 @@ class Keystore:
         assert isinstance(key, (X25519PrivateKey, RSAPrivateKey))
         return entry.info, key
 
-    def _lookup(self, kid: str) -> _Entry | None:
+    def _lookup(self, kid: str) -> Entry | None:
         entry = self._by_kid.get(kid)
         if entry is None:
             self.refresh(force=True)
             entry = self._by_kid.get(kid)
         return entry
 
-    def _public_key(self, entry: _Entry) -> VerifyKey | EncryptKey:
+    def _public_key(self, entry: Entry) -> VerifyKey | EncryptKey:
         kid = entry.info.kid
         cached = self._public.get(kid)
         if cached is None:
@@ -548,11 +496,11 @@ class Keystore:
             # First private key: create the KDF parameters and the passphrase check.
             params = self._new_kdf()
             kek = self._derive(passphrase, params)
-            check = joserfc_jwe.encrypt_compact(_KEK_HEADER, _CHECK, kek)
+            check = joserfc_jwe.encrypt_compact(KEK_HEADER, CHECK, kek)
             self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(
+            write_atomic(
                 self._meta_file,
-                _dumps(
+                dumps(
                     {
                         "format": _FORMAT,
                         "version": 1,
@@ -567,7 +515,7 @@ class Keystore:
             check = str(meta["check"])
             kek = self._derive(passphrase, cast("Mapping[str, object]", meta["kdf"]))
             try:
-                ok = joserfc_jwe.decrypt_compact(check, kek).plaintext == _CHECK
+                ok = joserfc_jwe.decrypt_compact(check, kek).plaintext == CHECK
             except (JoseError, ValueError):
                 ok = False
             if not ok:
@@ -578,101 +526,7 @@ class Keystore:
     def change_passphrase(self, new: str, *, now: datetime) -> int:
         """Re-encrypt every private key under ``new`` (the current passphrase comes from the
         usual sources). Atomic: see the module docstring. Gives the number of keys."""
-        if not new:
-            raise KeystoreError("empty keystore passphrase")
-        with self._locked():
-            meta = self._load_meta()
-            if meta is None:
-                raise KeystoreError(f"keystore {self.path} holds no private keys")
-            old_kek, old_dir = self._unlock(), self._private_dir  # leftovers: swept by _locked
-            params = self._new_kdf()
-            new_kek = self._derive(new, params)
-            check = joserfc_jwe.encrypt_compact(_KEK_HEADER, _CHECK, new_kek)
-            name = self._next_private_name()
-            staging = self.path / name
-            count = 0
-            staging.mkdir(mode=0o700)
-            try:
-                for partner_dir in sorted(old_dir.iterdir()) if old_dir.is_dir() else ():
-                    if not partner_dir.is_dir():
-                        continue
-                    target = staging / partner_dir.name
-                    target.mkdir(mode=0o700)
-                    for file in sorted(partner_dir.glob("*.jwe")):
-                        kid = file.name.removesuffix(".jwe")
-                        plaintext = self._decrypt_private(file.read_bytes(), old_kek, kid)
-                        token = joserfc_jwe.encrypt_compact(_KEK_HEADER, plaintext, new_kek)
-                        _write_atomic(target / file.name, token.encode(), mode=0o600)
-                        count += 1
-                    _fsync_dir(target)
-                _fsync_dir(staging)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            # The one switch: before this rename the old passphrase opens everything, after it
-            # the new one does.
-            _write_atomic(
-                self._meta_file, _dumps({**meta, "kdf": params, "check": check, "private": name})
-            )
-            self._kek, self._kek_check = new_kek, check
-            self._load_meta()
-            self._audit(now, "passphrase-changed", keys=count)
-            shutil.rmtree(old_dir, ignore_errors=True)
-        return count
-
-    def _next_private_name(self) -> str:
-        numbers = [0]
-        for child in self.path.iterdir():
-            match = _PRIVATE_FOLDER.fullmatch(child.name)
-            if match and match.group(1):
-                numbers.append(int(match.group(1)))
-        return f"private-{max(numbers) + 1}"
-
-    def _leftovers(self, current: str) -> list[Path]:
-        """Private folders keystore.json does not point to: what an interrupted passphrase
-        change left (a half-written new folder, or the old one). Only names that
-        change_passphrase writes, only real folders (a symlink is never followed)."""
-        try:
-            children = list(self.path.iterdir())
-        except FileNotFoundError:
-            return []
-        return [
-            child
-            for child in children
-            if child.name != current
-            and _PRIVATE_FOLDER.fullmatch(child.name)
-            and not child.is_symlink()
-            and child.is_dir()
-        ]
-
-    def _sweep(self) -> None:
-        """Delete the leftovers; the caller holds the lock (so no change is half-way) and has
-        just read keystore.json under it."""
-        if self._meta_check is None:
-            return  # no keystore.json: nothing says which folder is current
-        leftovers = self._leftovers(self._private_name)
-        for child in leftovers:
-            shutil.rmtree(child)
-        if leftovers:
-            _fsync_dir(self.path)
-
-    def _sweep_if_unlocked(self) -> None:
-        """Sweep leftovers on a reload too, so a worker that only reads does not keep the old
-        passphrase's keys on disk until the next write. Only if the lock is free (a change in
-        progress is not a leftover), and best effort: a read-only keystore stays as it is."""
-        meta = self._read_meta()
-        if meta is None or not self._leftovers(str(meta.get("private", "private"))):
-            return
-        with contextlib.suppress(OSError), open(self.path / ".lock", "a+b") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a writer is at work; it sweeps, or the next reload does
-            try:
-                self._load_meta()  # again, under the lock
-                self._sweep()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return _keystore_passphrase_change.change_passphrase(self, new, now=now)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -685,7 +539,7 @@ class Keystore:
             try:
                 self._stamp = None
                 self.refresh(force=True)
-                self._sweep()
+                _keystore_passphrase_change.sweep(self)
                 if self._kek is not None and self._kek_check != self._meta_check:
                     # The passphrase changed since we unlocked: never write under the old key.
                     self._kek = self._kek_check = None
@@ -710,7 +564,7 @@ class Keystore:
         content: dict[str, object] = {"keys": list(jwks)}
         if self._pruned.get(partner):
             content["pruned"] = self._pruned[partner]
-        _write_atomic(self._partners_dir / f"{partner}.jwks", _dumps(content))
+        write_atomic(self._partners_dir / f"{partner}.jwks", dumps(content))
 
     def _new_keys(
         self,
@@ -750,8 +604,8 @@ class Keystore:
             if valid_for is not None:
                 members["exp"] = to_ts(not_before + valid_for)
             private_jwk = {**key.as_dict(private=True), **members}
-            token = joserfc_jwe.encrypt_compact(_KEK_HEADER, json.dumps(private_jwk), kek)
-            _write_atomic(private_dir / f"{kid}.jwe", token.encode(), mode=0o600)
+            token = joserfc_jwe.encrypt_compact(KEK_HEADER, json.dumps(private_jwk), kek)
+            write_atomic(private_dir / f"{kid}.jwe", token.encode(), mode=0o600)
             made.append({**key.as_dict(private=False), **members})
         return made
 
@@ -812,7 +666,7 @@ class Keystore:
             current = profile
             if current is None:
                 active = [e.info for e in entries if e.info.use == "sig" and e.info.private]
-                current = _newest_first(active)[0].profile
+                current = newest_first(active)[0].profile
             made = self._new_keys(
                 partner,
                 current,
@@ -956,73 +810,6 @@ class Keystore:
         current keys; a partner never vanishes). Removed key IDs are
         remembered, so re-importing an old key set does not bring them back. ``dry_run``
         reports what would go and changes nothing."""
-        if partner is not None:
-            check_partner_id(partner)
-        plan: list[PrunedKey] = []
-        with self._locked():
-            if partner is not None and partner not in self._entries:
-                raise NoSuchPartner(partner)
-            for name in [partner] if partner is not None else sorted(self._entries):
-                entries = self._entries[name]
-                protected = _current_kids(entries, now)
-                mine: list[PrunedKey] = []
-                for entry in entries:
-                    if entry.info.kid in protected:
-                        continue
-                    private, public = prunable(entry.info, now, grace, keep_private)
-                    if private or public:
-                        mine.append(PrunedKey(entry.info, private, public))
-                plan.extend(mine)
-                if not dry_run:
-                    self._remove(name, entries, mine)
-            if not dry_run and plan:
-                self._audit(
-                    now,
-                    "pruned",
-                    partners=sorted({k.info.partner for k in plan}),
-                    private=[k.info.kid for k in plan if k.private],
-                    public=[k.info.kid for k in plan if k.public],
-                )
-        return plan
-
-    def _remove(self, partner: str, entries: Sequence[_Entry], doomed: Sequence[PrunedKey]) -> None:
-        """The public JWKs first, then the private files: a crash in between leaves private
-        files of pruned key IDs, which nothing uses and the next prune deletes."""
-        public = {k.info.kid for k in doomed if k.public}
-        if public:
-            self._pruned[partner] = [*self._pruned.get(partner, []), *sorted(public)]
-            self._save_public(partner, [e.jwk for e in entries if e.info.kid not in public])
-        folder = self._private_dir / partner
-        if not folder.is_dir():
-            return
-        private = {k.info.kid for k in doomed if k.private} | set(self._pruned.get(partner, ()))
-        for file in folder.glob("*.jwe"):
-            kid = file.name.removesuffix(".jwe")
-            if kid in private:
-                file.unlink(missing_ok=True)
-        _fsync_dir(folder)
-
-
-def _order(info: KeyInfo) -> tuple[float, float]:
-    nbf = info.not_before.timestamp() if info.not_before else float("-inf")
-    iat = info.created.timestamp() if info.created else float("-inf")
-    return nbf, iat
-
-
-def _current_kids(entries: Sequence[_Entry], now: datetime) -> set[str]:
-    """What prune never touches: per use, the key seal/open would pick now (the newest valid
-    one), else — all expired — the newest unrevoked one."""
-    current: dict[str, tuple[bool, tuple[float, float], KeyInfo]] = {}
-    for entry in entries:
-        info = entry.info
-        if info.revoked_at is not None:
-            continue
-        rank = (info.valid_at(now), _order(info))
-        best = current.get(info.use)
-        if best is None or rank > best[:2]:
-            current[info.use] = (*rank, info)
-    return {info.kid for _, _, info in current.values()}
-
-
-def _newest_first(infos: Sequence[KeyInfo]) -> list[KeyInfo]:
-    return sorted(infos, key=lambda i: (_order(i), i.use == "sig"), reverse=True)
+        return _keystore_prune.prune(
+            self, now=now, partner=partner, grace=grace, keep_private=keep_private, dry_run=dry_run
+        )

@@ -106,10 +106,10 @@ def test_refusals_change_nothing(own_world: World, world: World) -> None:
 def test_a_failure_mid_way_leaves_the_old_passphrase(
     own_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from adapters.envelope import _keystore
+    from adapters.envelope import _keystore_passphrase_change as change
 
     root = own_world.root / "gp"
-    real = _keystore._write_atomic
+    real = change.write_atomic
     calls: list[Path] = []
 
     def full_disk(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -118,7 +118,7 @@ def test_a_failure_mid_way_leaves_the_old_passphrase(
             raise OSError(28, "No space left on device")
         real(path, data, mode)
 
-    monkeypatch.setattr(_keystore, "_write_atomic", full_disk)
+    monkeypatch.setattr(change, "write_atomic", full_disk)
     with pytest.raises(OSError):
         own_world.keystore("gp").change_passphrase(NEW, now=NOW)
     monkeypatch.undo()
@@ -132,10 +132,11 @@ _CRASHER = textwrap.dedent(
     """
     import os, sys
     from datetime import datetime
-    from adapters.envelope import Keystore, _keystore
+    from adapters.envelope import Keystore
+    from adapters.envelope import _keystore_passphrase_change as change
 
     root, old, new, crash_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    real, calls = _keystore._write_atomic, [0]
+    real, calls = change.write_atomic, [0]
 
     def dying(*args, **kwargs):
         if calls[0] == crash_at:
@@ -143,8 +144,8 @@ _CRASHER = textwrap.dedent(
         calls[0] += 1
         real(*args, **kwargs)
 
-    _keystore._write_atomic = dying
-    _keystore.shutil.rmtree = lambda *args, **kwargs: os._exit(17)
+    change.write_atomic = dying
+    change.shutil.rmtree = lambda *args, **kwargs: os._exit(17)
     Keystore(root, old).change_passphrase(new, now=datetime.fromisoformat(sys.argv[5]))
     os._exit(0)
     """
