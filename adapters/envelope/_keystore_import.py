@@ -1,0 +1,142 @@
+"""Importing a partner's public key set into the keystore.
+
+A set is checked key by key before anything is written (public members only, one of the two
+profiles, readable dates), then merged under the lock: new keys come in with the set's dates;
+a known key keeps the shorter of both validities and any revocation; pruned keys stay out. The
+module docstring of ``_keystore`` states these invariants. Entry point:
+:meth:`Keystore.import_public`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
+
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, OKPKey, RSAKey, import_key
+
+from adapters.envelope._errors import KeystoreError
+from adapters.envelope._jose import JSON
+from adapters.envelope._keys import KeyInfo, Use
+from adapters.envelope._keystore_files import check_partner_id
+
+if TYPE_CHECKING:
+    from adapters.envelope._keystore import Keystore
+
+__all__ = ["import_public"]
+
+_PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def _algorithms_for(jwk: JSON, key: Key) -> tuple[Use, str]:
+    """Check that a partner's public key fits one of the profiles; give its use and alg."""
+    use, alg = jwk.get("use"), jwk.get("alg")
+    if isinstance(key, OKPKey):
+        crv = jwk.get("crv")
+        if crv == "Ed25519" and use in (None, "sig") and alg in (None, "Ed25519", "EdDSA"):
+            return "sig", "Ed25519" if alg is None else str(alg)
+        if crv == "X25519" and use in (None, "enc") and alg in (None, "ECDH-ES+A256KW"):
+            return "enc", "ECDH-ES+A256KW"
+    elif isinstance(key, RSAKey):
+        bits = key.public_key.key_size
+        if bits < 3072:
+            raise KeystoreError(f"RSA key of {bits} bits: the fitconnect profile needs >= 3072")
+        if (use, alg) in (("sig", None), ("sig", "PS512"), (None, "PS512")):
+            return "sig", "PS512"
+        if (use, alg) in (("enc", None), ("enc", "RSA-OAEP-256"), (None, "RSA-OAEP-256")):
+            return "enc", "RSA-OAEP-256"
+    raise KeystoreError(
+        f"key {jwk.get('kid')} (kty {jwk.get('kty')}, use {use}, alg {alg}) fits neither "
+        "profile: modern = Ed25519/X25519, fitconnect = RSA PS512/RSA-OAEP-256"
+    )
+
+
+def _keep_shorter_validity(stored: JSON, imported: JSON) -> bool:
+    """Give ``imported``, a new JWK of a known key, the shorter of both validities: the later
+    ``nbf`` and the earlier ``exp`` (a missing one is unbounded). True if the import offered a
+    longer bound, so a stored one stayed: an old key set must not revive a key that a rotation
+    (or a partner's shorter set) already cut short."""
+    longer = False
+    stored_nbf, nbf = stored.get("nbf"), imported.get("nbf")
+    if isinstance(stored_nbf, int) and (not isinstance(nbf, int) or nbf < stored_nbf):
+        imported["nbf"] = stored_nbf
+        longer = True
+    stored_exp, exp = stored.get("exp"), imported.get("exp")
+    if isinstance(stored_exp, int) and (not isinstance(exp, int) or exp > stored_exp):
+        imported["exp"] = stored_exp
+        longer = True
+    return longer
+
+
+def _parse(partner: str, jwks: Mapping[str, object]) -> list[JSON]:
+    """The set's keys as the public JWKs the keystore stores; refuses the set if any is bad."""
+    keys = jwks.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise KeystoreError("not a JWK set: no 'keys' array")
+    incoming: list[JSON] = []
+    for raw in keys:
+        if not isinstance(raw, dict):
+            raise KeystoreError("not a JWK set: a key is not an object")
+        if _PRIVATE_MEMBERS & raw.keys():
+            raise KeystoreError("the key set contains private key material: refused")
+        try:
+            key = import_key(raw)
+        except (JoseError, ValueError, KeyError, TypeError) as exc:
+            raise KeystoreError(f"bad JWK {raw.get('kid')}: {type(exc).__name__}") from exc
+        use, alg = _algorithms_for(raw, key)
+        jwk: JSON = {**key.as_dict(private=False)}
+        jwk["kid"] = raw["kid"] if isinstance(raw.get("kid"), str) else key.thumbprint()
+        jwk["use"], jwk["alg"] = use, alg
+        for member in ("iat", "nbf", "exp", "revoked"):
+            if member in raw:
+                jwk[member] = raw[member]
+        try:
+            KeyInfo.from_jwk(partner, jwk, private=False)
+        except ValueError as exc:
+            raise KeystoreError(f"bad JWK {jwk['kid']}: {exc}") from exc
+        incoming.append(jwk)
+    return incoming
+
+
+def import_public(
+    store: Keystore, partner: str, jwks: Mapping[str, object], *, now: datetime
+) -> list[KeyInfo]:
+    """:meth:`Keystore.import_public` (documented there), on ``store``."""
+    check_partner_id(partner)
+    incoming = _parse(partner, jwks)
+    with store._locked():
+        if store.is_own(partner):
+            raise KeystoreError(f"partner {partner} is an identity of this keystore")
+        merged = {str(e.jwk["kid"]): dict(e.jwk) for e in store._entries.get(partner, ())}
+        pruned_by = {kid: name for name, kids in store._pruned.items() for kid in kids}
+        skipped: list[str] = []
+        kept_validity: list[str] = []
+        for jwk in incoming:
+            kid = str(jwk["kid"])
+            owner = store._by_kid.get(kid)
+            holder = owner.info.partner if owner is not None else pruned_by.get(kid)
+            if holder is not None and holder != partner:
+                raise KeystoreError(f"key {kid} already belongs to partner {holder}")
+            if kid in pruned_by:
+                # Pruned once (retired): an old key set must not bring it back, least of
+                # all without the revocation it may have had.
+                skipped.append(kid)
+                continue
+            old = merged.get(kid)
+            if old is not None:
+                if "revoked" in old:
+                    jwk["revoked"] = old["revoked"]
+                if _keep_shorter_validity(old, jwk):
+                    kept_validity.append(kid)
+            merged[kid] = jwk
+        store._save_public(partner, list(merged.values()))
+        store._audit(
+            now,
+            "imported",
+            partner=partner,
+            kids=[str(jwk["kid"]) for jwk in incoming if jwk["kid"] not in skipped],
+            skipped_pruned=skipped,
+            kept_stored_validity=kept_validity,
+        )
+    return store.keys(partner)
