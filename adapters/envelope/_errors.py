@@ -20,18 +20,20 @@ indices, never message content or key material.
     └── KeystoreError                      keystore
         ├── WrongPassphrase
         ├── NoSuchPartner
-        └── NoUsableKey
+        ├── NoUsableKey
+        └── KeyConflict                    (an imported key set contradicts a known key)
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from xoev import ConfigurationError, PartnerFault
 
 __all__ = [
     "EnvelopeRejected",
     "Expired",
+    "KeyConflict",
     "KeystoreError",
     "Malformed",
     "NoSuchPartner",
@@ -220,3 +222,45 @@ class NoUsableKey(KeystoreError):
         super().__init__(f"partner {partner} has no valid {use} key (expired, revoked or missing)")
         self.partner = partner
         self.use = use
+
+
+class KeyConflict(KeystoreError):
+    """An imported key set contradicts what the keystore knows, so the whole set is refused.
+
+    A key ID names one key of one partner for good. ``conflict`` says how the set breaks that:
+    ``partner`` (the key ID is ``holder``'s; or, with ``other_kid``, the key material is
+    ``holder``'s key ``other_kid``), ``key`` (other key material under a known key ID),
+    ``use`` or ``alg`` (a known key offered for another one: ``known``, ``offered``),
+    ``duplicate`` (the set lists the key ID twice). The text names partners, key IDs, uses and
+    algorithms, never key material.
+    """
+
+    def __init__(
+        self,
+        partner: str,
+        kid: str,
+        conflict: Literal["partner", "key", "use", "alg", "duplicate"],
+        *,
+        holder: str | None = None,
+        other_kid: str | None = None,
+        known: str | None = None,
+        offered: str | None = None,
+    ) -> None:
+        if conflict == "partner" and other_kid is not None:
+            what = f"is key {other_kid} of partner {holder} under another key ID"
+        elif conflict == "partner":
+            what = f"already belongs to partner {holder}"
+        elif conflict == "key":
+            what = "comes with other key material than the known key of that ID"
+        elif conflict == "duplicate":
+            what = "is listed twice in the key set"
+        else:
+            what = f"comes with {conflict} {offered}, known with {conflict} {known}"
+        super().__init__(f"key {kid} for partner {partner} {what}: key set refused")
+        self.partner = partner
+        self.kid = kid
+        self.conflict = conflict
+        self.holder = holder
+        self.other_kid = other_kid
+        self.known = known
+        self.offered = offered

@@ -41,6 +41,17 @@ order that says which key is newest.
 
 Invariants:
 - A ``kid`` belongs to exactly one partner; lookups by ``kid`` are unambiguous.
+- A ``kid`` names one key for good: once known, it only ever comes again with the same key
+  material (RFC 7638 thumbprint), ``use`` and ``alg`` (``EdDSA`` and ``Ed25519``, two names of
+  one algorithm, count as the same), and a key has one ``kid``. So a cached key is never stale,
+  and no key set can swap a partner's key under its known ID (a key substitution by whoever
+  hands the operator the file) or bring a known key in under a new ID, as another partner's or
+  without its revocation. An import that tries is refused whole (:class:`KeyConflict`: partner
+  and key IDs, never key material) and writes nothing. Kids are the owner's: our own keys' are
+  their thumbprints, a partner's may be any string (a FIT-Connect key's), so a kid is not
+  required to be the thumbprint.
+- Importing never touches our own identities: a set for one of them is refused, and so is a
+  set that offers one of our keys (by ``kid`` or by key material) as a partner's.
 - Every private file in the current folder is encrypted under the key that ``keystore.json``'s
   check belongs to. A process that unlocked before a passphrase change notices the new check
   (on its next write, or when a private key fails to read) and asks for the passphrase again.
@@ -687,7 +698,11 @@ class Keystore:
         with the set's dates; a known key's validity may only shrink (the later ``nbf``, the
         earlier ``exp`` of stored and imported wins), and a revocation is kept forever. Keys
         whose stored validity was kept over a longer imported one are listed in the audit line
-        (``kept_stored_validity``), pruned keys left out (``skipped_pruned``)."""
+        (``kept_stored_validity``), pruned keys left out (``skipped_pruned``).
+
+        Raises :class:`KeyConflict`, having written nothing, if the set offers a known ``kid``
+        with other key material, ``use`` or ``alg``, a ``kid`` or key of another partner (or
+        of ours), a known key under a new ``kid``, or one ``kid`` twice."""
         return _keystore_import.import_public(self, partner, jwks, now=now)
 
     def prune(

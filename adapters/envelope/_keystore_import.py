@@ -1,22 +1,25 @@
 """Importing a partner's public key set into the keystore.
 
 A set is checked key by key before anything is written (public members only, one of the two
-profiles, readable dates), then merged under the lock: new keys come in with the set's dates;
-a known key keeps the shorter of both validities and any revocation; pruned keys stay out. The
-module docstring of ``_keystore`` states these invariants. Entry point:
-:meth:`Keystore.import_public`.
+profiles, readable dates, each key ID once), then merged under the lock: new keys come in with
+the set's dates; a known key keeps the shorter of both validities and any revocation; pruned
+keys stay out. A key ID names one key for good: a set that offers a known key ID with other key
+material, use or alg, a key ID or key of another partner, or a known key under a new key ID is
+refused whole (:class:`KeyConflict`) and nothing is written, so no set can swap a key under a
+process that has it cached. The module docstring of ``_keystore`` states these invariants.
+Entry point: :meth:`Keystore.import_public`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, OKPKey, RSAKey, import_key
 
-from adapters.envelope._errors import KeystoreError
+from adapters.envelope._errors import KeyConflict, KeystoreError
 from adapters.envelope._jose import JSON
 from adapters.envelope._keys import KeyInfo, Use
 from adapters.envelope._keystore_files import check_partner_id
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["import_public"]
 
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+#: Two names of one algorithm: RFC 9864 §2.2 made "Ed25519" the fully specified name of what
+#: "EdDSA" means for an Ed25519 key (``_open`` accepts either). A set that renames it is no
+#: change of the key's algorithm; the stored name stays.
+_SAME_ALG: Final = {"EdDSA": "Ed25519"}
 
 
 def _algorithms_for(jwk: JSON, key: Key) -> tuple[Use, str]:
@@ -74,7 +81,7 @@ def _parse(partner: str, jwks: Mapping[str, object]) -> list[JSON]:
     keys = jwks.get("keys")
     if not isinstance(keys, list) or not keys:
         raise KeystoreError("not a JWK set: no 'keys' array")
-    incoming: list[JSON] = []
+    incoming: dict[str, JSON] = {}
     for raw in keys:
         if not isinstance(raw, dict):
             raise KeystoreError("not a JWK set: a key is not an object")
@@ -95,8 +102,36 @@ def _parse(partner: str, jwks: Mapping[str, object]) -> list[JSON]:
             KeyInfo.from_jwk(partner, jwk, private=False)
         except ValueError as exc:
             raise KeystoreError(f"bad JWK {jwk['kid']}: {exc}") from exc
-        incoming.append(jwk)
-    return incoming
+        kid = str(jwk["kid"])
+        if kid in incoming:
+            raise KeyConflict(partner, kid, "duplicate")
+        incoming[kid] = jwk
+    return list(incoming.values())
+
+
+def _thumbprint(jwk: JSON) -> str:
+    """The key's RFC 7638 thumbprint: its public parameters alone, whatever else the JWK
+    holds (``kid``, dates, revocation)."""
+    try:
+        return import_key(cast("dict[str, str | list[str]]", jwk)).thumbprint()
+    except (JoseError, ValueError, KeyError, TypeError) as exc:
+        raise KeystoreError(f"key {jwk.get('kid')} is damaged: {type(exc).__name__}") from exc
+
+
+def _check_same_key(partner: str, kid: str, stored: JSON, imported: JSON, thumbprint: str) -> None:
+    """Refuse ``imported`` (its key's ``thumbprint`` given) unless it is the very key that
+    ``stored``, of the same key ID, is: same key material, use and alg. Otherwise whoever hands
+    the operator a key set could swap a partner's key under its known ID, and processes that
+    cached the old key would disagree with those that read the new one."""
+    if thumbprint != _thumbprint(stored):
+        raise KeyConflict(partner, kid, "key")
+    known_use, offered_use = str(stored["use"]), str(imported["use"])
+    if offered_use != known_use:
+        raise KeyConflict(partner, kid, "use", known=known_use, offered=offered_use)
+    known_alg, offered_alg = str(stored["alg"]), str(imported["alg"])
+    if _SAME_ALG.get(offered_alg, offered_alg) != _SAME_ALG.get(known_alg, known_alg):
+        raise KeyConflict(partner, kid, "alg", known=known_alg, offered=offered_alg)
+    imported["alg"] = known_alg
 
 
 def import_public(
@@ -110,6 +145,14 @@ def import_public(
             raise KeystoreError(f"partner {partner} is an identity of this keystore")
         merged = {str(e.jwk["kid"]): dict(e.jwk) for e in store._entries.get(partner, ())}
         pruned_by = {kid: name for name, kids in store._pruned.items() for kid in kids}
+        # Every key the keystore holds (ours too), and the set's, by thumbprint: one key ID
+        # per key, so no key comes in again as somebody else's, or under a new ID without its
+        # revocation. Pruned keys are remembered by ID only; the IDs of keys made by a kcbus
+        # keystore are their thumbprints, so for those a pruned ID is the thumbprint.
+        known = {kid: (name, kid) for kid, name in pruned_by.items()}
+        known.update(
+            {_thumbprint(e.jwk): (e.info.partner, kid) for kid, e in store._by_kid.items()}
+        )
         skipped: list[str] = []
         kept_validity: list[str] = []
         for jwk in incoming:
@@ -117,18 +160,23 @@ def import_public(
             owner = store._by_kid.get(kid)
             holder = owner.info.partner if owner is not None else pruned_by.get(kid)
             if holder is not None and holder != partner:
-                raise KeystoreError(f"key {kid} already belongs to partner {holder}")
+                raise KeyConflict(partner, kid, "partner", holder=holder)
             if kid in pruned_by:
                 # Pruned once (retired): an old key set must not bring it back, least of
                 # all without the revocation it may have had.
                 skipped.append(kid)
                 continue
+            thumbprint = _thumbprint(jwk)
             old = merged.get(kid)
             if old is not None:
+                _check_same_key(partner, kid, old, jwk, thumbprint)
                 if "revoked" in old:
                     jwk["revoked"] = old["revoked"]
                 if _keep_shorter_validity(old, jwk):
                     kept_validity.append(kid)
+            key_holder, other_kid = known.setdefault(thumbprint, (partner, kid))
+            if other_kid != kid:
+                raise KeyConflict(partner, kid, "partner", holder=key_holder, other_kid=other_kid)
             merged[kid] = jwk
         store._save_public(partner, list(merged.values()))
         store._audit(

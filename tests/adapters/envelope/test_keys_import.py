@@ -1,5 +1,7 @@
 """Importing a partner's key set: new keys come in with the set's dates, a known key's validity
-can only shrink. An old export must not make a key that a rotation cut short valid again."""
+can only shrink. An old export must not make a key that a rotation cut short valid again. A key
+ID names one key of one partner for good: a set that swaps a known key, or offers somebody
+else's, is refused whole and changes nothing."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from joserfc.jwk import OKPKey
 
-from adapters.envelope import Expired, Keystore, NoUsableKey, open_envelope, seal
+from adapters.envelope import Expired, Keystore, KeystoreError, NoUsableKey, open_envelope, seal
+from adapters.envelope._errors import KeyConflict
 from adapters.envelope._keys import to_ts
 
 from .conftest import NOW, PASSPHRASE, World
@@ -28,6 +32,15 @@ def _kept_stored_validity(root: Path) -> set[str]:
 
 def _by_kid(store: Keystore, partner: str) -> dict[str, dict[str, object]]:
     return {str(jwk["kid"]): jwk for jwk in store.export_public(partner)["keys"]}
+
+
+def _files(root: Path) -> dict[Path, bytes]:
+    """Every file of a keystore directory (key sets, private keys, keystore.log)."""
+    return {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def _other_ed25519_key() -> dict[str, object]:
+    return dict(OKPKey.generate_key("Ed25519").as_dict(private=False))
 
 
 def test_an_old_key_set_does_not_extend_a_rotated_key(own_world: World, tmp_path: Path) -> None:
@@ -113,3 +126,151 @@ def test_new_keys_come_in_with_the_sets_dates(own_world: World, tmp_path: Path) 
     gp.import_public("amt", amt.export_public("amt"), now=NOW + DAY)
     assert _by_kid(gp, "amt") == _by_kid(amt, "amt")
     assert sorted(info.expires is None for info in gp.keys("amt")) == [False, False, True, True]
+
+
+# --- a key ID names one key of one partner -----------------------------------------------------
+
+
+def test_a_known_kid_with_other_key_material_is_refused(own_world: World) -> None:
+    """Whoever hands gp's operator a hospital key set puts their own key under the ID of
+    hospital's signing key, beside a genuine new one."""
+    hospital, gp = own_world.keystore("hospital"), own_world.keystore("gp")
+    genuine = seal(MESSAGE, sender="hospital", recipient="gp", keystore=hospital, now=NOW)
+    jwks = hospital.export_public("hospital")
+    sig = next(key for key in jwks["keys"] if key["use"] == "sig")
+    stored_x, forged = sig["x"], _other_ed25519_key()
+    sig["x"] = forged["x"]
+    jwks["keys"].append({**_other_ed25519_key(), "use": "sig", "kid": "new-and-harmless"})
+    before = _files(own_world.root / "gp")
+
+    with pytest.raises(KeyConflict) as caught:
+        gp.import_public("hospital", jwks, now=NOW)
+
+    assert (caught.value.partner, caught.value.kid, caught.value.conflict) == (
+        "hospital",
+        sig["kid"],
+        "key",
+    )
+    text = str(caught.value)
+    assert "hospital" in text and str(sig["kid"]) in text
+    assert str(stored_x) not in text and str(forged["x"]) not in text
+    assert _files(own_world.root / "gp") == before  # not even a keystore.log line
+    assert gp.key("new-and-harmless") is None
+    # gp, and a process that reads the keystore afresh, still verify with hospital's key.
+    for store in (gp, own_world.keystore("gp")):
+        opened = open_envelope(genuine.data(), keystore=store, now=NOW, replay_guard=None)
+        assert opened.message == MESSAGE
+
+
+def test_a_known_kid_with_another_use_is_refused(own_world: World) -> None:
+    """portal's RSA signing key offered as its encryption key: same material, same ID."""
+    gp = own_world.keystore("gp")
+    jwks = gp.export_public("portal")
+    sig = next(key for key in jwks["keys"] if key["use"] == "sig")
+    sig["use"], sig["alg"] = "enc", "RSA-OAEP-256"
+    before = _files(own_world.root / "gp")
+
+    with pytest.raises(KeyConflict) as caught:
+        gp.import_public("portal", jwks, now=NOW)
+
+    assert caught.value.conflict == "use"
+    assert (caught.value.known, caught.value.offered) == ("sig", "enc")
+    assert _files(own_world.root / "gp") == before
+
+
+def test_eddsa_and_ed25519_name_the_same_algorithm(own_world: World) -> None:
+    """RFC 9864 §2.2: a partner whose software moves between the two names changes nothing."""
+    gp = own_world.keystore("gp")
+    before = _by_kid(gp, "hospital")
+    jwks = gp.export_public("hospital")
+    for key in jwks["keys"]:
+        if key["use"] == "sig":
+            key["alg"] = "EdDSA"
+
+    gp.import_public("hospital", jwks, now=NOW)
+
+    assert _by_kid(gp, "hospital") == before
+
+
+def test_re_importing_the_same_set_changes_no_key(own_world: World) -> None:
+    hospital, gp = own_world.keystore("hospital"), own_world.keystore("gp")
+    stored = own_world.root / "gp" / "partners" / "hospital.jwks"
+    before = stored.read_bytes()
+
+    for _ in range(2):
+        infos = gp.import_public("hospital", hospital.export_public("hospital"), now=NOW)
+
+    assert stored.read_bytes() == before
+    assert infos == gp.keys("hospital")
+    assert _kept_stored_validity(own_world.root / "gp") == set()
+
+
+@pytest.mark.parametrize("material", ["theirs", "other"])
+def test_a_kid_of_another_partner_is_refused(own_world: World, material: str) -> None:
+    gp = own_world.keystore("gp")
+    hospital_sig = next(k for k in gp.export_public("hospital")["keys"] if k["use"] == "sig")
+    offered = (
+        hospital_sig
+        if material == "theirs"
+        else {**_other_ed25519_key(), "kid": hospital_sig["kid"], "use": "sig"}
+    )
+    before = _files(own_world.root / "gp")
+
+    with pytest.raises(KeyConflict, match="already belongs to partner hospital") as caught:
+        gp.import_public("impostor", {"keys": [offered]}, now=NOW)
+
+    assert (caught.value.conflict, caught.value.holder) == ("partner", "hospital")
+    assert _files(own_world.root / "gp") == before
+    assert "impostor" not in gp.partners()
+
+
+def test_importing_never_touches_our_own_keys(own_world: World) -> None:
+    """Our own identity's keys can come in neither as a partner's (by ID or, under a new ID,
+    by key material) nor be replaced under their own IDs."""
+    gp = own_world.keystore("gp")
+    ours = gp.export_public("gp")
+    our_sig = next(key for key in ours["keys"] if key["use"] == "sig")
+    foreign_under_our_kid = {**_other_ed25519_key(), "kid": our_sig["kid"], "use": "sig"}
+    our_key_under_new_kid = {**our_sig, "kid": "looks-new"}
+    before = _files(own_world.root / "gp")
+
+    with pytest.raises(KeystoreError, match="identity of this keystore"):
+        gp.import_public("gp", {"keys": [foreign_under_our_kid]}, now=NOW)
+    with pytest.raises(KeyConflict) as by_kid:
+        gp.import_public("impostor", {"keys": [foreign_under_our_kid]}, now=NOW)
+    with pytest.raises(KeyConflict) as by_material:
+        gp.import_public("impostor", {"keys": [our_key_under_new_kid]}, now=NOW)
+
+    assert (by_kid.value.conflict, by_kid.value.holder) == ("partner", "gp")
+    assert (by_material.value.holder, by_material.value.other_kid) == ("gp", our_sig["kid"])
+    assert _files(own_world.root / "gp") == before
+    assert gp.export_public("gp") == ours
+    info, _ = gp.signer("gp", NOW)
+    assert info.kid == our_sig["kid"]
+
+
+def test_a_revoked_key_does_not_come_back_under_a_new_kid(own_world: World) -> None:
+    gp = own_world.keystore("gp")
+    sig = next(k for k in gp.export_public("hospital")["keys"] if k["use"] == "sig")
+    gp.revoke("hospital", str(sig["kid"]), now=NOW, reason="key compromise")
+    renamed = {k: v for k, v in sig.items() if k != "revoked"} | {"kid": "brand-new"}
+
+    with pytest.raises(KeyConflict) as caught:
+        gp.import_public("hospital", {"keys": [renamed]}, now=NOW)
+
+    assert (caught.value.holder, caught.value.other_kid) == ("hospital", sig["kid"])
+    assert gp.key("brand-new") is None
+
+
+def test_a_set_listing_a_kid_twice_is_refused(own_world: World) -> None:
+    gp = own_world.keystore("gp")
+    jwks = gp.export_public("hospital")
+    sig = next(key for key in jwks["keys"] if key["use"] == "sig")
+    jwks["keys"].append({**_other_ed25519_key(), "kid": sig["kid"], "use": "sig"})
+    before = _files(own_world.root / "gp")
+
+    with pytest.raises(KeyConflict) as caught:
+        gp.import_public("hospital", jwks, now=NOW)
+
+    assert (caught.value.kid, caught.value.conflict) == (sig["kid"], "duplicate")
+    assert _files(own_world.root / "gp") == before

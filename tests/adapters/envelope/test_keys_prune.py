@@ -21,6 +21,7 @@ from adapters.envelope import (
     open_envelope,
     seal,
 )
+from adapters.envelope._errors import KeyConflict
 from adapters.envelope._keys import DEFAULT_KEEP_PRIVATE
 
 from .conftest import NOW, PASSPHRASE, World
@@ -135,8 +136,14 @@ def test_a_pruned_key_never_comes_back(own_world: World) -> None:
 
     gp.import_public("hospital", old_set, now=NOW + 30 * DAY)
     assert _kids(gp, "hospital").isdisjoint(old)
-    with pytest.raises(Exception, match="already belongs to partner hospital"):
+    with pytest.raises(KeyConflict, match="already belongs to partner hospital"):
         gp.import_public("impostor", old_set, now=NOW + 30 * DAY)
+    # Nor under new key IDs: a kcbus key's ID is its thumbprint, which gp still remembers.
+    renamed = {"keys": [{**key, "kid": f"renamed-{key['kid']}"} for key in old_set["keys"]]}
+    with pytest.raises(KeyConflict) as caught:
+        gp.import_public("hospital", renamed, now=NOW + 30 * DAY)
+    assert caught.value.other_kid in old
+    assert _kids(gp, "hospital").isdisjoint(old)
 
 
 def test_dry_run_changes_nothing(own_world: World) -> None:
