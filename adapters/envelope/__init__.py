@@ -24,6 +24,7 @@ from adapters.envelope._container import EnvelopeSource
 from adapters.envelope._errors import (
     EnvelopeRejected,
     Expired,
+    KeyConflict,
     KeystoreError,
     Malformed,
     NoSuchPartner,
@@ -92,6 +93,7 @@ __all__ = [
     "EnvelopeSource",
     "Expired",
     "InMemoryReplayGuard",
+    "KeyConflict",
     "KeyInfo",
     "Keystore",
     "KeystoreError",

@@ -139,7 +139,23 @@ def import_public(
 ) -> list[KeyInfo]:
     """:meth:`Keystore.import_public` (documented there), on ``store``."""
     check_partner_id(partner)
-    incoming = _parse(partner, jwks)
+    try:
+        return _merge(store, partner, _parse(partner, jwks), now=now)
+    except KeyConflict as conflict:
+        # a refused set is a security event (someone offered a key in another's name): the
+        # audit trail keeps who, which key ID and how, never key material
+        store._audit(
+            now,
+            "import-refused",
+            partner=partner,
+            kid=conflict.kid,
+            conflict=conflict.conflict,
+            holder=conflict.holder,
+        )
+        raise
+
+
+def _merge(store: Keystore, partner: str, incoming: list[JSON], *, now: datetime) -> list[KeyInfo]:
     with store._locked():
         if store.is_own(partner):
             raise KeystoreError(f"partner {partner} is an identity of this keystore")
@@ -172,6 +188,9 @@ def import_public(
                 _check_same_key(partner, kid, old, jwk, thumbprint)
                 if "revoked" in old:
                     jwk["revoked"] = old["revoked"]
+                # iat orders keys of the same nbf (which one signs): a set must not reorder
+                if "iat" in old:
+                    jwk["iat"] = old["iat"]
                 if _keep_shorter_validity(old, jwk):
                     kept_validity.append(kid)
             key_holder, other_kid = known.setdefault(thumbprint, (partner, kid))

@@ -35,8 +35,17 @@ def _by_kid(store: Keystore, partner: str) -> dict[str, dict[str, object]]:
 
 
 def _files(root: Path) -> dict[Path, bytes]:
-    """Every file of a keystore directory (key sets, private keys, keystore.log)."""
-    return {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+    """Every key file of a keystore directory (key sets, private keys; not keystore.log)."""
+    return {
+        path: path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file() and path.name != "keystore.log"
+    }
+
+
+def _last_audit(root: Path) -> dict[str, object]:
+    entry: dict[str, object] = json.loads((root / "keystore.log").read_text().splitlines()[-1])
+    return entry
 
 
 def _other_ed25519_key() -> dict[str, object]:
@@ -154,7 +163,16 @@ def test_a_known_kid_with_other_key_material_is_refused(own_world: World) -> Non
     text = str(caught.value)
     assert "hospital" in text and str(sig["kid"]) in text
     assert str(stored_x) not in text and str(forged["x"]) not in text
-    assert _files(own_world.root / "gp") == before  # not even a keystore.log line
+    assert _files(own_world.root / "gp") == before
+    refused = _last_audit(own_world.root / "gp")  # a security event, in the audit trail
+    assert {k: refused[k] for k in ("event", "partner", "kid", "conflict")} == {
+        "event": "import-refused",
+        "partner": "hospital",
+        "kid": sig["kid"],
+        "conflict": "key",
+    }
+    log = (own_world.root / "gp" / "keystore.log").read_text()
+    assert str(stored_x) not in log and str(forged["x"]) not in log
     assert gp.key("new-and-harmless") is None
     # gp, and a process that reads the keystore afresh, still verify with hospital's key.
     for store in (gp, own_world.keystore("gp")):
@@ -186,6 +204,18 @@ def test_eddsa_and_ed25519_name_the_same_algorithm(own_world: World) -> None:
     for key in jwks["keys"]:
         if key["use"] == "sig":
             key["alg"] = "EdDSA"
+
+    gp.import_public("hospital", jwks, now=NOW)
+
+    assert _by_kid(gp, "hospital") == before
+
+
+def test_a_set_cannot_reorder_keys_by_their_issue_date(own_world: World) -> None:
+    gp = own_world.keystore("gp")
+    before = _by_kid(gp, "hospital")
+    jwks = gp.export_public("hospital")
+    for key in jwks["keys"]:
+        key["iat"] = 2_000_000_000  # later: iat orders keys of the same nbf
 
     gp.import_public("hospital", jwks, now=NOW)
 
