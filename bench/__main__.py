@@ -37,7 +37,9 @@ def _line(fig: Figure) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", action="append", default=[], help="run modules matching NAME")
-    parser.add_argument("--json", metavar="FILE", help="also write all figures as JSON ('-' = stdout)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write all figures as JSON ('-' = stdout)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
     args = parser.parse_args()
     results: dict[str, dict[str, object]] = {}
