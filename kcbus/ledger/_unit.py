@@ -703,6 +703,30 @@ class Unit:
             out[int(r.parent_id)].append(Status(r.status))
         return out
 
+    def advance_where(
+        self, message_ids: Iterable[int], *, from_status: Status, to_status: Status
+    ) -> set[int]:
+        """Set ``to_status`` on those of ``message_ids`` whose status is ``from_status`` at
+        this moment, in one conditional UPDATE; gives the IDs it changed. Unlike a read and
+        then :meth:`update`, it cannot miss a row another worker is moving: PostgreSQL waits
+        for that worker's commit and checks the condition again on the committed row."""
+        self.flush()
+        ids = list(message_ids)
+        if not ids:
+            return set()
+        statement = (
+            update(messages)
+            .where(messages.c.id.in_(ids), messages.c.status == str(from_status))
+            .values(status=str(to_status), updated_at=self.now)
+            .returning(messages.c.id)
+        )
+        changed = {int(r[0]) for r in self._conn.execute(statement).all()}
+        for message_id in changed & self._rows.keys():
+            self._changes.setdefault(message_id, {}).update(
+                status=str(to_status), updated_at=self.now
+            )
+        return changed
+
     # -- flush ------------------------------------------------------------------------------
 
     def flush(self) -> None:

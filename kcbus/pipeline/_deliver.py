@@ -560,8 +560,10 @@ def _confirm(
     already has one on its way: an operator's resend delivers the message again, but to the
     sender it is the same message, delivered once (XÖV receipts are about the message, not
     about envelopes). Such a message is ACKNOWLEDGED again once that earlier receipt is
-    delivered, now or when it is (see :func:`_acknowledge`). A confirmation that went DEAD
-    never reached the sender, so a new one is written."""
+    delivered, now or when it is (see :func:`_acknowledge`). A confirmation that is DEAD at
+    this point never reached the sender, so a new one is written; one still retrying is left
+    to finish (if it goes DEAD later, the message stays DELIVERED beside a DEAD receipt, as
+    without a resend, and the operator resends that receipt)."""
     earlier = unit.receipt_statuses(
         (m.ledger_id for m, _ in delivered), ReceiptType.DELIVERED.kind
     )
@@ -581,24 +583,46 @@ def _confirm(
         if Status.DELIVERED in sent:
             unit.update(message.ledger_id, status=Status.ACKNOWLEDGED)
             counts.acknowledged += 1
-        unit.event(
-            message.ledger_id,
-            "acknowledge",
-            Status.ACKNOWLEDGED if Status.DELIVERED in sent else None,
-            detail="the sender has its Zustellbestätigung from before the resend",
-        )
+            unit.event(
+                message.ledger_id,
+                "acknowledge",
+                Status.ACKNOWLEDGED,
+                detail="the sender has its Zustellbestätigung from before the resend",
+            )
+        else:
+            unit.event(
+                message.ledger_id,
+                "acknowledge",
+                None,
+                detail="the sender's Zustellbestätigung from before the resend is on its way",
+            )
 
 
 def _acknowledge(unit: Unit, receipts: list[MessageRow], counts: StageCounts) -> None:
-    """A delivered receipt completes its message: Zustellbestätigung → ACKNOWLEDGED."""
+    """A delivered receipt completes its message: Zustellbestätigung → ACKNOWLEDGED.
+
+    The parent's move is one conditional update, not a read and then a write: after an
+    operator's resend, another worker may be delivering the parent again right now, and its
+    :func:`_confirm` may read this receipt as not yet delivered; the conditional update waits
+    for that worker and acknowledges the parent once it is DELIVERED, so one of the two always
+    does."""
     statuses = unit.statuses(r.parent_id for r in receipts if r.parent_id is not None)
+    acknowledged = unit.advance_where(
+        {
+            r.parent_id
+            for r in receipts
+            if r.parent_id in statuses and r.receipt_type == ReceiptType.DELIVERED.kind
+        },
+        from_status=Status.DELIVERED,
+        to_status=Status.ACKNOWLEDGED,
+    )
     for receipt in receipts:
         parent = receipt.parent_id
         if parent is None or parent not in statuses:
             continue
         label = f"{receipt.message_type} {receipt.uuid} delivered to {receipt.recipient}"
-        if receipt.receipt_type == "delivered" and statuses[parent] is Status.DELIVERED:
-            unit.update(parent, status=Status.ACKNOWLEDGED)
+        if parent in acknowledged and receipt.receipt_type == ReceiptType.DELIVERED.kind:
+            acknowledged.discard(parent)
             unit.event(parent, "acknowledge", Status.ACKNOWLEDGED, detail=label)
             counts.acknowledged += 1
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from adapters.transport import DeliveryRefused, Outbound, Transport
+from adapters.transport import DeliveryRefused, Outbound, Transport, TransportUnavailable
 from kcbus.ledger import DeliveryStatus, MessageFilter, Status
 from kcbus.pipeline import DELIVERY_FAILED
 from kcbus.receipts import ReceiptType
@@ -168,3 +168,46 @@ def test_a_resend_after_a_rueckweisung_confirms_the_delivery(world: World) -> No
     _, receipts = world.collect("gemeinde-a")
     assert [r.type for r in receipts] == [ReceiptType.DELIVERED]  # this one is news
     assert world.bus.ledger.get(ref).status is Status.ACKNOWLEDGED
+
+
+class Down(Wrapped):
+    """The municipality's real (in-memory) transport behind a link that is down for the first
+    ``failures`` sends."""
+
+    def __init__(self, inner: Transport, failures: int) -> None:
+        super().__init__(inner)
+        self.failures = failures
+
+    def send(self, item: Outbound) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransportUnavailable("connection refused", transport="memory", endpoint="a")
+        self.inner.send(item)
+
+
+def test_a_resend_while_the_first_zustellbestaetigung_still_retries(world: World) -> None:
+    """The resend leaves the first confirmation to finish; once it arrives, the message is
+    ACKNOWLEDGED, and the sender got one Zustellbestätigung."""
+    down = Down(world.bus.runtime.transport("gemeinde-a"), failures=2)
+    world.bus.runtime.transports["gemeinde-a"] = down  # type: ignore[assignment]
+    ref = _message(world)
+    assert world.bus.ledger.get(ref).status is Status.DELIVERED  # its receipts wait
+
+    world.now += timedelta(seconds=1)
+    world.bus.ledger.resend([ref], actor="oncall", reason="lra lost it", now=world.now)
+    world.bus.drain()
+    history = world.bus.ledger.history(ref)
+    assert history.message.status is Status.DELIVERED
+    assert [e.detail for e in history.events if e.stage == "acknowledge"][-1] == (
+        "the sender's Zustellbestätigung from before the resend is on its way"
+    )
+
+    for _ in range(5):  # the receipts' backoff passes; the link is back
+        world.now += timedelta(minutes=10)
+        world.bus.drain()
+    assert down.failures == 0
+    assert world.bus.ledger.get(ref).status is Status.ACKNOWLEDGED
+    _, receipts = world.collect("gemeinde-a")
+    assert sorted(r.type for r in receipts) == sorted(
+        [ReceiptType.ACCEPTED, ReceiptType.DELIVERED]
+    )
