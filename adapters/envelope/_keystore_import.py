@@ -12,6 +12,7 @@ Entry point: :meth:`Keystore.import_public`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, cast
@@ -143,15 +144,17 @@ def import_public(
         return _merge(store, partner, _parse(partner, jwks), now=now)
     except KeyConflict as conflict:
         # a refused set is a security event (someone offered a key in another's name): the
-        # audit trail keeps who, which key ID and how, never key material
-        store._audit(
-            now,
-            "import-refused",
-            partner=partner,
-            kid=conflict.kid,
-            conflict=conflict.conflict,
-            holder=conflict.holder,
-        )
+        # audit trail keeps who, which key ID and how, never key material. Best effort: a
+        # keystore not written yet (or read-only) must still report the conflict itself.
+        with contextlib.suppress(OSError):
+            store._audit(
+                now,
+                "import-refused",
+                partner=partner,
+                kid=conflict.kid,
+                conflict=conflict.conflict,
+                holder=conflict.holder,
+            )
         raise
 
 
@@ -191,6 +194,8 @@ def _merge(store: Keystore, partner: str, incoming: list[JSON], *, now: datetime
                 # iat orders keys of the same nbf (which one signs): a set must not reorder
                 if "iat" in old:
                     jwk["iat"] = old["iat"]
+                else:
+                    jwk.pop("iat", None)
                 if _keep_shorter_validity(old, jwk):
                     kept_validity.append(kid)
             key_holder, other_kid = known.setdefault(thumbprint, (partner, kid))

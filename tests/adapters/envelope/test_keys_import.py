@@ -304,3 +304,18 @@ def test_a_set_listing_a_kid_twice_is_refused(own_world: World) -> None:
 
     assert (caught.value.kid, caught.value.conflict) == (sig["kid"], "duplicate")
     assert _files(own_world.root / "gp") == before
+
+
+def test_a_conflict_in_a_keystore_not_written_yet_is_still_the_conflict(
+    own_world: World, tmp_path: Path
+) -> None:
+    """The audit line is best effort: with no keystore folder yet there is no log to write,
+    and the operator must still see the conflict, not a file error."""
+    jwks = own_world.keystore("gp").export_public("hospital")
+    jwks["keys"].append(dict(jwks["keys"][0]))
+    fresh = Keystore(tmp_path / "not-yet", PASSPHRASE)
+
+    with pytest.raises(KeyConflict) as caught:
+        fresh.import_public("hospital", jwks, now=NOW)
+
+    assert caught.value.conflict == "duplicate"
