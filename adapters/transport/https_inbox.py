@@ -87,9 +87,12 @@ PARTNER_URI_PREFIX = "urn:kcbus:partner:"
 _RECEIPT_NAMESPACE = uuid.UUID("6f1d8f52-3c1e-5b8e-9a55-6b6375732d69")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
 # After an answer given before the body was read, how much of the body the inbox still reads
-# and drops, and for how long, before it closes the connection (see Handler._drain)
-_DRAIN_BYTES = 64 << 20
-_DRAIN_SECONDS = 10.0
+# and drops, and for how long, before it closes the connection (see Handler._drain). A retry
+# of an envelope we hold is a partner's legitimate upload: read it (it fits max_size). For a
+# refusal, what matters is that the answer leaves before the close: a little is enough, and
+# a busy or refusing inbox should not spend its slots on bodies it does not want.
+_DRAIN_DUPLICATE = (64 << 20, 10.0)
+_DRAIN_REFUSAL = (1 << 20, 2.0)
 
 
 def default_peer_of(cert: dict[str, object]) -> str | None:
@@ -317,9 +320,12 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
 
         def handle(self) -> None:
             if not inbox._slots.acquire(blocking=False):
+                # answered before the request line is read: what send_response logs
+                self.requestline, self.command, self.request_version = "-", "", "HTTP/1.1"
                 with contextlib.suppress(OSError):
                     self._refuse(_Refusal(503, "busy", "too many connections",
                                           {"Retry-After": "5"}), close=True)
+                    self._drain(*_DRAIN_REFUSAL)
                 return
             try:
                 super().handle()
@@ -330,25 +336,31 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
 
         def handle_expect_100(self) -> bool:
             try:
-                inbox.check_before_body(self.peer, self._headers())
-                self._check_duplicate()
+                _, envelope_id, length = inbox.check_before_body(self.peer, self._headers())
+                duplicate = self._check_duplicate()
             except _Refusal as refusal:
                 self._refuse(refusal, close=True)
-                self._drain()
+                self._drain(*_DRAIN_REFUSAL)
+                return False
+            if duplicate is not None:
+                # the client waits for our word before sending the body: it need not send it
+                self._receipt(200, duplicate, envelope_id, length, True, close=True)
+                self._drain(*_DRAIN_REFUSAL)
                 return False
             return super().handle_expect_100()
 
-        def _drain(self) -> None:
+        def _drain(self, budget: int, seconds: float) -> None:
             """Read and drop what the client still sends after an answer given before its body
             was read, then let the connection close. Closing a socket with unread bytes makes
             the kernel send a reset, and a reset can destroy the answer before the client (or
             a proxy between us) has read it; a partner whose retry of an envelope we already
             hold never saw its 200 would retry forever. This is the "lingering close" of
-            RFC 9112 §9.6, bounded in bytes and time so a client cannot hold a slot."""
-            length_text = self._headers().get("content-length", "")
-            left = int(length_text) if length_text.isdigit() else _DRAIN_BYTES
-            left = min(left, _DRAIN_BYTES)
-            deadline = time.monotonic() + min(_DRAIN_SECONDS, inbox.read_timeout)
+            RFC 9112 §9.6, bounded by ``budget`` bytes and ``seconds`` so a client cannot hold
+            a slot."""
+            headers = self._headers() if hasattr(self, "headers") else {}
+            length_text = headers.get("content-length", "")
+            left = min(int(length_text), budget) if length_text.isdigit() else budget
+            deadline = time.monotonic() + min(seconds, inbox.read_timeout)
             try:
                 while left > 0:
                     remaining = deadline - time.monotonic()
@@ -383,7 +395,7 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
         def do_POST(self) -> None:
             if self.path.split("?")[0] != f"{inbox.base}/envelopes":
                 self._refuse(_Refusal(404, "not-found", "no such resource"), close=True)
-                self._drain()
+                self._drain(*_DRAIN_REFUSAL)
                 return
             storing = False  # until then, any answer comes before the body (see _drain)
             try:
@@ -392,7 +404,7 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
                 if duplicate is not None:
                     # answer without storing the body again; close so it is not parsed
                     self._receipt(200, duplicate, envelope_id, length, True, close=True)
-                    self._drain()
+                    self._drain(*_DRAIN_DUPLICATE)
                     return
                 storing = True
                 receipt, dup = inbox.store(peer, envelope_id, length,
@@ -415,7 +427,7 @@ def _handler_for(inbox: InboxServer) -> type[http.server.BaseHTTPRequestHandler]
                 self._receipt(200 if dup else 202, receipt, envelope_id, length, dup)
                 return
             if not storing:
-                self._drain()
+                self._drain(*_DRAIN_REFUSAL)
 
         def _receipt(self, status: int, receipt: str, envelope_id: str, size: int,
                      duplicate: bool, *, close: bool = False) -> None:

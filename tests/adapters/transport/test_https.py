@@ -3,7 +3,10 @@ certificate must belong to the envelope's sender; limits, back-pressure, OpenAPI
 
 from __future__ import annotations
 
+import http.client
+import json
 import ssl
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -257,12 +260,68 @@ def test_real_sealed_envelope_sender_must_match_the_certificate(https_pki: TestP
 def test_retry_of_a_stored_large_envelope_gets_its_receipt(inbox: Inbox) -> None:
     """The inbox answers a duplicate without storing its body again; it must still read what
     the client sends, or closing the socket on unread bytes resets the connection and the
-    answer is lost (the partner would retry forever)."""
+    answer can be lost (the partner would retry forever). Through a proxy, as partners often
+    are: the reset reaches the proxy before it has passed the answer on."""
+    assert inbox.transport.server is not None
     big = fake_envelope(b"<xbau:baugenehmigung.antrag.0200/>" * 120_000)  # ~4 MB
-    with inbox.outbox() as outbox:
+    with FaultyProxy(inbox.transport.server.port) as proxy, \
+            inbox.outbox(url=f"https://127.0.0.1:{proxy.port}/kcbus") as outbox:
         outbox.send(Outbound("env-big", "bus", data=big))
         first = outbox.last_receipt
         for _ in range(5):
             outbox.send(Outbound("env-big", "bus", data=big))
             assert outbox.last_receipt == first
     assert inbox.stored() == ["env-big"]
+
+
+def _raw_post(inbox: Inbox, envelope_id: str, size: int) -> http.client.HTTPSConnection:
+    """A POST with ``Expect: 100-continue`` whose headers are sent, its body not yet."""
+    context = ssl.create_default_context(cafile=str(inbox.pki.ca_cert))
+    cert = inbox.pki.client(SENDER)
+    context.load_cert_chain(cert.cert, cert.key)
+    assert inbox.transport.server is not None
+    connection = http.client.HTTPSConnection("127.0.0.1", inbox.transport.server.port,
+                                             context=context, timeout=10)
+    connection.putrequest("POST", "/kcbus/envelopes")
+    for name, value in (("Idempotency-Key", envelope_id), ("Content-Length", str(size)),
+                        ("Expect", "100-continue")):
+        connection.putheader(name, value)
+    connection.endheaders()
+    return connection
+
+
+def test_a_duplicate_announced_with_expect_100_is_answered_before_its_body(
+        inbox: Inbox) -> None:
+    with inbox.outbox() as outbox:
+        outbox.send(Outbound("env-once", "bus", data=BODY))
+        receipt = outbox.last_receipt
+    connection = _raw_post(inbox, "env-once", len(BODY))
+    assert connection.sock is not None
+    try:
+        # read raw: http.client would skip a "100 Continue" (which asks for the body)
+        answer = connection.sock.makefile("rb")
+        assert answer.readline().startswith(b"HTTP/1.1 200 ")
+        headers = dict(line.decode().split(": ", 1) for line in iter(answer.readline, b"\r\n"))
+        body = answer.read(int(headers["Content-Length"].strip()))
+        assert json.loads(body) == {"receipt_id": receipt, "envelope_id": "env-once",
+                                    "size": len(BODY), "duplicate": True}
+    finally:
+        connection.close()
+    assert inbox.stored() == ["env-once"]
+
+
+def test_a_full_inbox_answers_503_with_retry_after(https_pki: TestPKI, tmp_path: Path) -> None:
+    inbox = Inbox(https_pki, tmp_path / "spool", sender_of=fake_sender_of, max_connections=1)
+    server = inbox.transport.server
+    assert server is not None
+    holder = _raw_post(inbox, "env-slow", len(BODY))  # holds the one slot, sends no body
+    try:
+        deadline = time.monotonic() + 10
+        while server._slots._value and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with inbox.outbox() as outbox, pytest.raises(PeerBusy) as info:
+            outbox.send(Outbound("env-1", "bus", data=BODY))
+        assert (info.value.status, info.value.retry_after) == (503, 5.0)
+    finally:
+        holder.close()
+        inbox.transport.close()
