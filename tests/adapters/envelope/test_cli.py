@@ -291,6 +291,14 @@ def test_key_commands_round_trip(tmp_path: Path) -> None:
     assert {k["status"] for k in before} == {"active"} and len(before) == 2
     rotated = ok(kcbus("keys", "rotate", "--overlap-days", "1", keystore=store))
     assert rotated.count("amt") == 4
+    # the export from before the rotation, imported again: the old keys stay cut short
+    ok(kcbus("keys", "export", "--partner", "amt", "-o", tmp_path / "new.jwks", keystore=store))
+    ok(kcbus("keys", "import", "--partner", "amt", tmp_path / "new.jwks",
+             keystore=tmp_path / "peer"))
+    again = kcbus("keys", "import", "--partner", "amt", tmp_path / "amt.jwks",
+                  keystore=tmp_path / "peer")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("keeps its shorter stored validity") == 2
     kid = rotated.split()[3]
     listing = ok(
         kcbus(
