@@ -5,8 +5,6 @@ unread) and on PostgreSQL."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -19,23 +17,19 @@ from adapters.envelope import RoutingLabel, open_envelope, seal
 from adapters.transport import Outbound, connect
 from kcbus.ledger import MessageFilter, Status
 from kcbus.ledger._tables import blob_chunks
-from tests.kcbus.world import BUS, Keys, World, entlassbrief, make_world, xbau_antrag
+from tests.kcbus.world import (
+    BUS,
+    Keys,
+    World,
+    entlassbrief,
+    make_world,
+    plans_file,
+    xbau_antrag,
+)
 
 MiB = 1 << 20
 #: Peak Python allocations allowed while the bus handles one large envelope.
 PEAK = 48 * MiB
-
-
-def _plans(path: Path, size: int) -> str:
-    """A file of ``size`` bytes (distinct blocks); returns its SHA-256."""
-    digest = hashlib.sha256()
-    block = os.urandom(MiB)
-    with path.open("wb") as out:
-        for n in range(size // MiB):
-            piece = n.to_bytes(8, "big") + block[8:]
-            out.write(piece)
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def _measured(run: Callable[[], object]) -> tuple[object, int]:
@@ -59,7 +53,7 @@ def _through_the_bus(
     end_to_end: bool,
 ) -> None:
     plans = tmp_path / "bauplaene.pdf"
-    plans_digest = _plans(plans, size)
+    plans_digest = plans_file(plans, size)
     label = None
     if end_to_end:
         label = RoutingLabel.from_header(xoev.read_header(xoev.parse_xml(message)))

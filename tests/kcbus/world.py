@@ -7,15 +7,18 @@ end-to-end content really is unreadable for the bus. Keys are made once per test
 
 from __future__ import annotations
 
+import hashlib
+import os
 import textwrap
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import xoev
 from adapters.envelope import Keystore, RoutingLabel, open_envelope, seal
-from adapters.transport import Outbound, Transport, connect
+from adapters.transport import Outbound, Transport, TransportUnavailable, connect
 from kcbus.bus import Bus
 from kcbus.config import BusConfig, load
 from kcbus.ledger import Ledger
@@ -122,6 +125,31 @@ class Wrapped:
 
     def send(self, item: Outbound) -> None:
         self.inner.send(item)
+
+
+class Outage(Wrapped):
+    """A partner's real (in-memory) transport behind a link that is down for the first
+    ``failures`` sends: the error the transport itself raises when its peer is gone."""
+
+    def __init__(self, inner: Transport, failures: int, endpoint: str) -> None:
+        super().__init__(inner)
+        self.failures = failures
+        self.endpoint = endpoint
+
+    def send(self, item: Outbound) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransportUnavailable(
+                "connection refused", transport="memory", endpoint=self.endpoint
+            )
+        self.inner.send(item)
+
+
+def outage(world: World, partner: str, failures: int) -> Outage:
+    """Put ``partner``'s transport in the bus behind an :class:`Outage`."""
+    down = Outage(world.bus.runtime.transport(partner), failures, partner)
+    world.bus.runtime.transports[partner] = down  # type: ignore[assignment]
+    return down
 
 
 @dataclass
@@ -279,6 +307,48 @@ def xbau_antrag(*, message_uuid: str | None = None, test: bool = False,
         end = text.index(f"</{drop}>") + len(f"</{drop}>")
         text = text[:start] + text[end:]
     return text.encode()
+
+
+def plans_file(path: Path, size: int) -> str:
+    """A building plan of ``size`` bytes (whole MiB) at ``path``, its SHA-256 returned. Each
+    MiB starts with its number, so no two chunks are alike (a chunk moved or repeated shows)."""
+    digest = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with path.open("wb") as out:
+        for n in range(size >> 20):
+            piece = n.to_bytes(8, "big") + block[8:]
+            out.write(piece)
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def sha256_of(source: Path | BinaryIO) -> str:
+    """SHA-256 of a file or a stream (read in 1 MiB pieces: these are the large ones)."""
+    if isinstance(source, Path):
+        with source.open("rb") as stream:
+            return sha256_of(stream)
+    digest = hashlib.sha256()
+    while chunk := source.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bauantrag_with_plans(
+    world: World, folder: Path, plan_bytes: int, *, name: str | None = None
+) -> tuple[str, Path]:
+    """A Bauantrag sealed by gemeinde-a for the bus with a ``plan_bytes`` plan attached, saved
+    in ``folder`` as ``name`` (default ``<envelope id>.env``; ``save`` writes a dot-file and
+    renames it, so a drop folder sees only the complete envelope). The plan is made beside
+    ``folder`` and removed."""
+    plans = folder.parent / "bauplaene.pdf"
+    plans_file(plans, plan_bytes)
+    sealed = seal(xbau_antrag(), sender="gemeinde-a", recipient=BUS,
+                  keystore=world.keystores["gemeinde-a"], now=world.now, attachments=[plans])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"{sealed.envelope_id}.env")
+    sealed.save(path)
+    plans.unlink()
+    return sealed.envelope_id, path
 
 
 def entlassbrief() -> bytes:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from adapters.transport import DeliveryRefused, Outbound, Transport, TransportUnavailable
+from adapters.transport import DeliveryRefused, Outbound, Transport
 from kcbus.ledger import DeliveryStatus, MessageFilter, Status
 from kcbus.pipeline import DELIVERY_FAILED
 from kcbus.receipts import ReceiptType
-from tests.kcbus.world import World, Wrapped, xbau_antrag
+from tests.kcbus.world import World, Wrapped, outage, xbau_antrag
 
 
 class Refuses(Wrapped):
@@ -170,26 +170,10 @@ def test_a_resend_after_a_rueckweisung_confirms_the_delivery(world: World) -> No
     assert world.bus.ledger.get(ref).status is Status.ACKNOWLEDGED
 
 
-class Down(Wrapped):
-    """The municipality's real (in-memory) transport behind a link that is down for the first
-    ``failures`` sends."""
-
-    def __init__(self, inner: Transport, failures: int) -> None:
-        super().__init__(inner)
-        self.failures = failures
-
-    def send(self, item: Outbound) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise TransportUnavailable("connection refused", transport="memory", endpoint="a")
-        self.inner.send(item)
-
-
 def test_a_resend_while_the_first_zustellbestaetigung_still_retries(world: World) -> None:
     """The resend leaves the first confirmation to finish; once it arrives, the message is
     ACKNOWLEDGED, and the sender got one Zustellbestätigung."""
-    down = Down(world.bus.runtime.transport("gemeinde-a"), failures=2)
-    world.bus.runtime.transports["gemeinde-a"] = down  # type: ignore[assignment]
+    down = outage(world, "gemeinde-a", failures=2)
     ref = _message(world)
     assert world.bus.ledger.get(ref).status is Status.DELIVERED  # its receipts wait
 

@@ -5,17 +5,15 @@ nothing else is held back. Large envelopes go through a scratch file, not memory
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tracemalloc
 from pathlib import Path
 from typing import cast
 
-from adapters.envelope import peek_envelope, seal
+from adapters.envelope import peek_envelope
 from adapters.transport import Delivery, Outbound, Transport, connect
 from kcbus.ledger import MessageFilter
 from kcbus.pipeline._receive import SPOOL_ABOVE, receive_batch
-from tests.kcbus.world import BUS, World, Wrapped, xbau_antrag
+from tests.kcbus.world import BUS, World, Wrapped, bauantrag_with_plans, sha256_of, xbau_antrag
 
 
 class SwapsOneForASymlink(Wrapped):
@@ -59,31 +57,6 @@ def test_an_unreadable_delivery_is_parked_and_the_batch_goes_on(
 
 
 # -- size limits and large envelopes --------------------------------------------------------
-
-
-def _bauantrag_with_plans(world: World, folder: Path, plan_bytes: int) -> tuple[str, Path]:
-    """A sealed Bauantrag whose plan attachment is ``plan_bytes`` long, dropped in ``folder``
-    (``save`` writes a dot-file and renames it: the drop sees only the complete envelope)."""
-    plans = folder.parent / "bauplaene.pdf"
-    with plans.open("wb") as out:
-        block = os.urandom(1 << 20)
-        for n in range(plan_bytes >> 20):
-            out.write(n.to_bytes(8, "big") + block[8:])
-    sealed = seal(xbau_antrag(), sender="gemeinde-a", recipient=BUS,
-                  keystore=world.keystores["gemeinde-a"], now=world.now, attachments=[plans])
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sealed.envelope_id}.env"
-    sealed.save(path)
-    plans.unlink()
-    return sealed.envelope_id, path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def test_a_delivery_above_max_bytes_is_parked_unread_counted_and_the_batch_goes_on(
@@ -130,7 +103,7 @@ def test_a_large_envelope_goes_through_scratch_into_the_ledger(
     scratch = tmp_path / "scratch"
     world.bus.runtime.scratch = scratch
     folder = tmp_path / "inbox"
-    envelope_id, path = _bauantrag_with_plans(world, folder, 2 * SPOOL_ABOVE)
+    envelope_id, path = bauantrag_with_plans(world, folder, 2 * SPOOL_ABOVE)
     size = path.stat().st_size
     _, small = world.seal("gemeinde-a", xbau_antrag())
     (folder / "klein.env").write_bytes(small)
@@ -149,8 +122,8 @@ def test_receiving_a_200_mb_drop_holds_chunks_not_the_envelope(
     """Transport + receive stage + ledger: the spool is hashed and stored in encrypted chunks,
     never held whole."""
     folder = tmp_path / "inbox"
-    _, path = _bauantrag_with_plans(world, folder, 200 << 20)
-    expected = _sha256(path)
+    _, path = bauantrag_with_plans(world, folder, 200 << 20)
+    expected = sha256_of(path)
     size = path.stat().st_size
     world.bus.runtime.scratch = tmp_path / "scratch"
     with connect(f"file://{folder}") as drop:
@@ -167,7 +140,4 @@ def test_receiving_a_200_mb_drop_holds_chunks_not_the_envelope(
     with world.bus.ledger.unit(actor="test", now=world.now) as unit, unit.open_blob(
         row.ledger_id, "envelope"
     ) as stored:
-        digest = hashlib.sha256()
-        while chunk := stored.read(1 << 20):
-            digest.update(chunk)
-    assert digest.hexdigest() == expected
+        assert sha256_of(stored) == expected

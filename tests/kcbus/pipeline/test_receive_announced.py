@@ -6,17 +6,15 @@ byte."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tracemalloc
 from pathlib import Path
 from typing import cast
 
-from adapters.envelope import seal
 from adapters.transport import Delivery, Transport, connect
 from kcbus.ledger import MessageFilter
 from kcbus.pipeline._receive import SPOOL_ABOVE, receive_batch
-from tests.kcbus.world import BUS, World, Wrapped, xbau_antrag
+from tests.kcbus.world import World, Wrapped, bauantrag_with_plans, sha256_of, xbau_antrag
 
 
 class ListedSmallThenSwapped(Wrapped):
@@ -34,41 +32,15 @@ class ListedSmallThenSwapped(Wrapped):
         return got
 
 
-def _large_envelope(world: World, where: Path, plan_bytes: int) -> tuple[str, Path]:
-    plans = where / "bauplaene.pdf"
-    with plans.open("wb") as out:
-        block = os.urandom(1 << 20)
-        for n in range(plan_bytes >> 20):
-            out.write(n.to_bytes(8, "big") + block[8:])
-    sealed = seal(
-        xbau_antrag(),
-        sender="gemeinde-a",
-        recipient=BUS,
-        keystore=world.keystores["gemeinde-a"],
-        now=world.now,
-        attachments=[plans],
-    )
-    path = where / "large.env"
-    sealed.save(path)
-    plans.unlink()
-    return sealed.envelope_id, path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def test_a_delivery_announced_small_but_large_is_spooled_not_held(
     world: World, tmp_path: Path
 ) -> None:
     stream_bytes = 6 * SPOOL_ABOVE  # 48 MiB behind an announced size of a few bytes
-    envelope_id, large = _large_envelope(world, tmp_path, stream_bytes)
+    envelope_id, large = bauantrag_with_plans(
+        world, tmp_path / "made", stream_bytes, name="large.env"
+    )
     size = large.stat().st_size
-    expected = _sha256(large)
+    expected = sha256_of(large)
     folder = tmp_path / "inbox"
     folder.mkdir()
     (folder / "antrag.env").write_bytes(b"small")
@@ -94,10 +66,7 @@ def test_a_delivery_announced_small_but_large_is_spooled_not_held(
         world.bus.ledger.unit(actor="test", now=world.now) as unit,
         unit.open_blob(row.ledger_id, "envelope") as stored,
     ):
-        digest = hashlib.sha256()
-        while chunk := stored.read(1 << 20):
-            digest.update(chunk)
-    assert digest.hexdigest() == expected
+        assert sha256_of(stored) == expected
     assert list((tmp_path / "scratch").iterdir()) == []
 
 

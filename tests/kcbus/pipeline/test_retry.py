@@ -10,33 +10,12 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from adapters.transport import EnvelopeTooLarge, Outbound, Transport, TransportUnavailable
+from adapters.transport import EnvelopeTooLarge, TransportUnavailable
 from kcbus.cli import main
 from kcbus.ledger import DeliveryStatus, MessageFilter, Status
 from kcbus.pipeline import DELIVERY_FAILED
 from kcbus.receipts import ReceiptType
-from tests.kcbus.world import Keys, World, Wrapped, make_world, xbau_antrag
-
-
-class Outage(Wrapped):
-    """The district office's real (in-memory) transport behind a link that is down for the
-    first ``failures`` sends — the error the transport itself raises when its peer is gone."""
-
-    def __init__(self, inner: Transport, failures: int) -> None:
-        super().__init__(inner)
-        self.failures = failures
-
-    def send(self, item: Outbound) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise TransportUnavailable("connection refused", transport="memory", endpoint="lra")
-        self.inner.send(item)
-
-
-def _outage(world: World, failures: int) -> Outage:
-    outage = Outage(world.bus.runtime.transport("lra"), failures)
-    world.bus.runtime.transports["lra"] = outage  # type: ignore[assignment]
-    return outage
+from tests.kcbus.world import Keys, World, make_world, outage, xbau_antrag
 
 
 def _message(world: World) -> str:
@@ -47,7 +26,7 @@ def _message(world: World) -> str:
 
 
 def test_transient_failures_back_off_then_deliver(world: World) -> None:
-    _outage(world, failures=2)  # route bauantrag: 3 attempts, backoff 10s, jitter 0.5
+    outage(world, "lra", failures=2)  # route bauantrag: 3 attempts, backoff 10s, jitter 0.5
     ref = _message(world)
     row = world.bus.ledger.get(ref)
     assert row.status is Status.RETRYING and row.reason_code == TransportUnavailable.reason_code
@@ -77,7 +56,7 @@ def test_transient_failures_back_off_then_deliver(world: World) -> None:
 def test_retries_spent_is_dead_and_resend_recovers(
     world: World, tmp_path: Path
 ) -> None:
-    outage = _outage(world, failures=100)
+    down = outage(world, "lra", failures=100)
     ref = _message(world)
     for _ in range(3):
         world.now += timedelta(minutes=2)
@@ -97,7 +76,7 @@ def test_retries_spent_is_dead_and_resend_recovers(
     assert "connection refused" not in fault.text  # the transport's own text stays inside
     assert receipts[1].reference.message_uuid == ref
 
-    outage.failures = 0  # the district office is back
+    down.failures = 0  # the district office is back
     url = world.bus.ledger.url
     assert main(["resend", "--status", "DEAD", "--route", "bauantrag", "--ledger", url,
                  "--reason", "lra back online", "--actor", "oncall"]) == 0
