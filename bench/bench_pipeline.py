@@ -46,6 +46,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import xoev
@@ -297,21 +298,19 @@ def run(args: argparse.Namespace) -> Iterable[Figure]:
                 # The machine is shared: paired rounds of the same number of messages, the
                 # figure from the round with the median ratio (see _median_pair).
                 rounds: list[tuple[_Rates, _Rates]] = []
+                measure = {
+                    "limit": partial(limit_rate, stores, count, receipts=receipts),
+                    "rate": partial(
+                        pipeline_rate, root / profile, stores, count, batch=500, receipts=receipts
+                    ),
+                }
                 with one_core():
                     for round_ in range(ROUNDS):
                         # alternate which goes first: a warm cache or a clock boost should
                         # not always favour the same side
-                        if round_ % 2:
-                            rates = pipeline_rate(
-                                root / profile, stores, count, batch=500, receipts=receipts
-                            )
-                            limit_rates = limit_rate(stores, count, receipts=receipts)
-                        else:
-                            limit_rates = limit_rate(stores, count, receipts=receipts)
-                            rates = pipeline_rate(
-                                root / profile, stores, count, batch=500, receipts=receipts
-                            )
-                        rounds.append((rates, limit_rates))
+                        order = ("rate", "limit") if round_ % 2 else ("limit", "rate")
+                        got = {side: measure[side]() for side in order}
+                        rounds.append((got["rate"], got["limit"]))
                 what = "" if receipts else ", receipts off"
                 rate, limit = _median_pair(rounds, 0)
                 rate_cpu, limit_cpu = _median_pair(rounds, 1)
