@@ -152,7 +152,8 @@ def test_an_attachment_named_like_the_message_does_not_clobber_it(
     assert (tmp_path / "in" / "message.xml").read_bytes() == b"<anlage/>"
 
 
-def test_rejections_are_one_line_with_exit_1(partners: Path, tmp_path: Path) -> None:
+def _sealed_for_gp(partners: Path, tmp_path: Path) -> Path:
+    """hospital's Entlassbrief sealed for gp by the CLI, as ``tmp_path/m.jwe``."""
     message = tmp_path / "m.xml"
     message.write_bytes(ENTLASSBRIEF)
     envelope = tmp_path / "m.jwe"
@@ -169,6 +170,11 @@ def test_rejections_are_one_line_with_exit_1(partners: Path, tmp_path: Path) -> 
             keystore=partners / "hospital",
         )
     )
+    return envelope
+
+
+def test_rejections_are_one_line_with_exit_1(partners: Path, tmp_path: Path) -> None:
+    envelope = _sealed_for_gp(partners, tmp_path)
     not_ours = kcbus("open", envelope, "-o", tmp_path / "x", keystore=partners / "bus")
     assert not_ours.returncode == 1
     assert not_ours.stderr.count("\n") == 1 and "not for us" in not_ours.stderr
@@ -382,22 +388,7 @@ def test_passphrase_prune_and_a_missing_keystore(tmp_path: Path) -> None:
 
 
 def test_a_rejected_envelope_leaves_no_output_folder(partners: Path, tmp_path: Path) -> None:
-    message = tmp_path / "m.xml"
-    message.write_bytes(ENTLASSBRIEF)
-    envelope = tmp_path / "m.jwe"
-    ok(
-        kcbus(
-            "seal",
-            "--from",
-            "hospital",
-            "--to",
-            "gp",
-            message,
-            "-o",
-            envelope,
-            keystore=partners / "hospital",
-        )
-    )
+    envelope = _sealed_for_gp(partners, tmp_path)
     refused = kcbus("open", envelope, "-o", tmp_path / "out", keystore=partners / "bus")
     assert refused.returncode == 1 and not (tmp_path / "out").exists()
 
