@@ -57,6 +57,7 @@ from adapters.envelope._keystore import (
     passphrase_from_environment,
     read_passphrase_file,
 )
+from adapters.envelope._keystore_import import kept_stored_validity
 from adapters.envelope._model import (
     Attachment,
     ManifestEntry,
@@ -119,6 +120,7 @@ __all__ = [
     "WrongPassphrase",
     "WrongRecipient",
     "forward_content",
+    "kept_stored_validity",
     "open_envelope",
     "open_label",
     "passphrase_from_environment",

@@ -13,7 +13,7 @@ Entry point: :meth:`Keystore.import_public`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, cast
 
@@ -22,13 +22,13 @@ from joserfc.jwk import Key, OKPKey, RSAKey, import_key
 
 from adapters.envelope._errors import KeyConflict, KeystoreError
 from adapters.envelope._jose import JSON
-from adapters.envelope._keys import KeyInfo, Use
+from adapters.envelope._keys import KeyInfo, Use, to_ts
 from adapters.envelope._keystore_files import check_partner_id
 
 if TYPE_CHECKING:
     from adapters.envelope._keystore import Keystore
 
-__all__ = ["import_public"]
+__all__ = ["import_public", "kept_stored_validity"]
 
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 #: Two names of one algorithm: RFC 9864 §2.2 made "Ed25519" the fully specified name of what
@@ -60,21 +60,47 @@ def _algorithms_for(jwk: JSON, key: Key) -> tuple[Use, str]:
     )
 
 
+def _starts_earlier(stored: object, offered: object) -> bool:
+    """Whether an offered ``nbf`` lies before the stored one (a missing bound is unbounded)."""
+    return isinstance(stored, int) and (not isinstance(offered, int) or offered < stored)
+
+
+def _ends_later(stored: object, offered: object) -> bool:
+    """Whether an offered ``exp`` lies after the stored one (a missing bound is unbounded)."""
+    return isinstance(stored, int) and (not isinstance(offered, int) or offered > stored)
+
+
 def _keep_shorter_validity(stored: JSON, imported: JSON) -> bool:
     """Give ``imported``, a new JWK of a known key, the shorter of both validities: the later
     ``nbf`` and the earlier ``exp`` (a missing one is unbounded). True if the import offered a
     longer bound, so a stored one stayed: an old key set must not revive a key that a rotation
     (or a partner's shorter set) already cut short."""
     longer = False
-    stored_nbf, nbf = stored.get("nbf"), imported.get("nbf")
-    if isinstance(stored_nbf, int) and (not isinstance(nbf, int) or nbf < stored_nbf):
-        imported["nbf"] = stored_nbf
+    if _starts_earlier(stored.get("nbf"), imported.get("nbf")):
+        imported["nbf"] = stored["nbf"]
         longer = True
-    stored_exp, exp = stored.get("exp"), imported.get("exp")
-    if isinstance(stored_exp, int) and (not isinstance(exp, int) or exp > stored_exp):
-        imported["exp"] = stored_exp
+    if _ends_later(stored.get("exp"), imported.get("exp")):
+        imported["exp"] = stored["exp"]
         longer = True
     return longer
+
+
+def kept_stored_validity(jwks: Mapping[str, object], stored: Sequence[KeyInfo]) -> list[str]:
+    """The key IDs of ``jwks`` that offered a longer validity than the keystore kept;
+    ``stored`` is what :meth:`Keystore.import_public` gave for that set (for telling the
+    operator, who may expect the set's dates)."""
+    by_kid = {info.kid: info for info in stored}
+    kept = []
+    keys = jwks.get("keys")
+    for key in keys if isinstance(keys, list) else []:
+        info = by_kid.get(str(key.get("kid"))) if isinstance(key, dict) else None
+        if info is None:
+            continue
+        nbf = None if info.not_before is None else to_ts(info.not_before)
+        exp = None if info.expires is None else to_ts(info.expires)
+        if _starts_earlier(nbf, key.get("nbf")) or _ends_later(exp, key.get("exp")):
+            kept.append(info.kid)
+    return kept
 
 
 def _parse(partner: str, jwks: Mapping[str, object]) -> list[JSON]:

@@ -49,6 +49,7 @@ from adapters.envelope import (
     KeystoreError,
     PrunedKey,
     RoutingLabel,
+    kept_stored_validity,
     open_envelope,
     open_label,
     seal,
@@ -273,31 +274,10 @@ def _keys_import(args: argparse.Namespace) -> int:
     store, now = _open_keystore(args, create=True), _now()
     infos = store.import_public(args.partner, jwks, now=now)
     _print_keys(infos, now)
-    for kid in _kept_shorter_validity(jwks, infos):
+    for kid in kept_stored_validity(jwks, infos):
         print(f"note: key {kid} keeps its shorter stored validity: an import never lengthens "
               f"a known key (to use a key longer, {args.partner} rotates)", file=sys.stderr)
     return EXIT_OK
-
-
-def _kept_shorter_validity(jwks: dict[str, object], infos: list[KeyInfo]) -> list[str]:
-    """Keys of the set that offered a longer validity than the keystore kept for them."""
-    stored = {info.kid: info for info in infos}
-    kept = []
-    keys = jwks.get("keys")
-    for key in keys if isinstance(keys, list) else []:
-        info = stored.get(str(key.get("kid"))) if isinstance(key, dict) else None
-        if info is None:
-            continue
-        exp, nbf = key.get("exp"), key.get("nbf")
-        later_end = info.expires is not None and (
-            not isinstance(exp, int) or exp > info.expires.timestamp()
-        )
-        earlier_start = info.not_before is not None and (
-            not isinstance(nbf, int) or nbf < info.not_before.timestamp()
-        )
-        if later_end or earlier_start:
-            kept.append(info.kid)
-    return kept
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
